@@ -1,0 +1,59 @@
+"""Shared test fixtures: where the shared data lives, and how a missing file is reported.
+
+Data files are found through TINYGPT_DATA_DIR, then ../shared/data beside the project root. On a user's
+machine a missing file skips the test with a reason; under CI (CI=true) it fails, so a green CI never hides
+a check that did not run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path | None:
+    """The shared data folder, or None when neither TINYGPT_DATA_DIR nor ../shared/data exists."""
+    env = os.environ.get("TINYGPT_DATA_DIR")
+    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def require_data(relpath: str) -> Path:
+    """Path of a shared data file; skip the test without it, or fail under CI."""
+    d = data_dir()
+    path = d / relpath if d else None
+    if path is None or not path.exists():
+        msg = f"data file {relpath!r} not found (set TINYGPT_DATA_DIR or put it in ../shared/data)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    """Fixture form of require_data: `shared_data("the-verdict.txt")`."""
+    return require_data
+
+
+def _has_cuda() -> bool:
+    try:
+        import cupy  # noqa: F401
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
