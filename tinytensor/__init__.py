@@ -1,1 +1,17 @@
-"""placeholder"""
+"""tinytensor: tensors on NumPy or CuPy arrays with reverse-mode autograd and hand-written backward passes.
+
+The engine is `tensor.py`; primitive ops with their backward are in `ops.py`; fused ops (linear, layer_norm,
+gelu, softmax, cross_entropy, attention, ...) in `functional.py` over the kernel pairs in `kernels/`;
+optimizers in `optim.py`; finite-difference checks in `gradcheck.py`. It knows nothing of GPT.
+"""
+from .ops import argmax, cat, chunk, split, stack, where
+from .tensor import Function, Parameter, Tensor, get_array_module, is_grad_enabled, no_grad, unbroadcast
+
+
+def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+    """A new leaf tensor holding `data` (an array, list or number), optionally cast to `dtype`."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+__all__ = ["Tensor", "Parameter", "Function", "tensor", "no_grad", "is_grad_enabled", "get_array_module",
+           "unbroadcast", "cat", "stack", "split", "chunk", "where", "argmax"]
