@@ -207,6 +207,9 @@ class Tensor:
             if g is None:
                 continue
             ctx = node._ctx
+            if ctx is _FREED:
+                raise RuntimeError("backward through a graph that a previous backward() already freed; "
+                                   "pass retain_graph=True to the first backward() to call it again")
             if ctx is None:  # a leaf: accumulate (a leaf used twice has already had both contributions summed)
                 if node.grad is None:
                     node.grad = Tensor(g.copy())
@@ -222,7 +225,7 @@ class Tensor:
                 prev = grads.get(id(p))
                 grads[id(p)] = pg if prev is None else prev + pg  # out of place: pg may alias another gradient
             if not retain_graph:
-                node._ctx = None
+                node._ctx = _FREED  # drops the saved arrays; a second backward through here raises, as in torch
 
     # ---- operators: thin calls into tinytensor.ops ----
     def __add__(self, other): return _ops().Add.apply(*_pair(self, other))
@@ -245,6 +248,16 @@ class Tensor:
 
     def __getitem__(self, idx):
         return _ops().index(self, idx)
+
+    def __setitem__(self, idx, value) -> None:
+        """In-place write (a KV cache filling its buffer); refused where it would corrupt a recorded graph."""
+        if _grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False)):
+            raise RuntimeError("in-place assignment into a tensor that is part of a graph; wrap it in no_grad() "
+                               "or use cat/where to build a new tensor")
+        v = value.data if isinstance(value, Tensor) else value
+        if hasattr(v, "dtype") and v.dtype != self.dtype:
+            raise TypeError(f"dtype mismatch: cannot write {v.dtype} into a {self.dtype} tensor")
+        self.data[_ops()._raw_index(idx)] = v
 
     # comparisons give boolean tensors without a graph (for masks); == and != keep identity semantics
     def __lt__(self, other): return Tensor(self.data < _raw(other))
@@ -305,6 +318,15 @@ class Tensor:
     def float(self) -> "Tensor": return self.to(np.float32)
     def double(self) -> "Tensor": return self.to(np.float64)
     def long(self) -> "Tensor": return Tensor(self.data.astype(np.int64))
+
+
+class _FreedFunction:
+    """Stands in for a Function whose saved arrays backward() released: no parents, no backward."""
+
+    parents: tuple = ()
+
+
+_FREED = _FreedFunction()
 
 
 def _ops():

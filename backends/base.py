@@ -1,0 +1,111 @@
+"""The one interface that `gpt/` is written against, implemented by the numpy, cupy and torch backends.
+
+Vocabulary is PyTorch's (DESIGN.md §4.2): tensors have torch's methods, `B.F` has torch.nn.functional's names and
+keywords. A backend is a value passed to every constructor, never a global, so several coexist in one process.
+Every public method here must exist on every backend with the same signature (tests/backends/test_conformance.py).
+"""
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+class Backend(abc.ABC):
+    """An engine for the model code: tensor creation, functional ops (`F`), optimizers and training helpers."""
+
+    name: str          # "numpy" | "cupy" | "torch"
+    dtype_name: str    # default float dtype for parameters and activations, e.g. "float32"
+    device: str        # "cpu" or "cuda[:N]"
+    F: Any             # torch.nn.functional-compatible namespace
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} dtype={self.dtype_name!r} device={self.device!r}>"
+
+    # ---- tensors ----
+    @property
+    @abc.abstractmethod
+    def dtype(self) -> Any:
+        """The default float dtype as the engine's own object (np.dtype or torch.dtype)."""
+
+    @abc.abstractmethod
+    def tensor(self, data: Any, dtype: str | None = None, requires_grad: bool = False) -> Any:
+        """A tensor from an array, list or number: floats become the backend dtype, integers int64, bools bool."""
+
+    @abc.abstractmethod
+    def to_numpy(self, t: Any) -> np.ndarray:
+        """A NumPy array holding `t`'s values (a host copy for GPU tensors; float32 for bfloat16/float16)."""
+
+    @abc.abstractmethod
+    def parameter(self, array: np.ndarray, requires_grad: bool = True) -> Any:
+        """A native parameter (torch.nn.Parameter / tinytensor.Parameter) initialised from a NumPy array."""
+
+    @abc.abstractmethod
+    def is_parameter(self, x: Any) -> bool:
+        """True for this backend's parameter type (recognised by type, not by requires_grad)."""
+
+    @abc.abstractmethod
+    def assign(self, param: Any, array: Any) -> None:
+        """Overwrite a parameter's values in place from a NumPy array or tensor of the same shape (no graph)."""
+
+    @abc.abstractmethod
+    def zeros(self, shape: Sequence[int], dtype: str | None = None) -> Any:
+        """A tensor of zeros (e.g. a pre-allocated KV cache)."""
+
+    @abc.abstractmethod
+    def cat(self, tensors: Sequence[Any], dim: int = 0) -> Any:
+        """torch.cat."""
+
+    @abc.abstractmethod
+    def stack(self, tensors: Sequence[Any], dim: int = 0) -> Any:
+        """torch.stack."""
+
+    @abc.abstractmethod
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        """torch.where(cond, a, b)."""
+
+    # ---- training ----
+    @abc.abstractmethod
+    def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+              eps: float = 1e-8, weight_decay: float = 0.01) -> Any:
+        """An optimizer with torch.optim.AdamW's semantics (param groups as dicts allowed)."""
+
+    @abc.abstractmethod
+    def SGD(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> Any:
+        """An optimizer with torch.optim.SGD's semantics."""
+
+    @abc.abstractmethod
+    def no_grad(self) -> AbstractContextManager:
+        """A context in which no graph is recorded."""
+
+    @abc.abstractmethod
+    def manual_seed(self, seed: int) -> None:
+        """Seed the engine's own random numbers (dropout masks)."""
+
+    @abc.abstractmethod
+    def clip_grad_norm(self, params: Iterable[Any], max_norm: float) -> float:
+        """Scale gradients so their global L2 norm is at most max_norm; return the norm before clipping."""
+
+    @abc.abstractmethod
+    def autocast(self, dtype: str | None) -> AbstractContextManager:
+        """Mixed precision for the enclosed forward pass; None or the backend's own dtype is a no-op."""
+
+    @abc.abstractmethod
+    def module(self, model: Any) -> Any:
+        """torch: an nn.Module view of `model` sharing its parameters (for compile/DDP); numpy/cupy: the model."""
+
+    @abc.abstractmethod
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing); a no-op on the CPU."""
+
+
+def check_dtype(dtype: str, allowed: Sequence[str], backend: str) -> str:
+    """Normalise a dtype name and refuse the ones this backend cannot compute in, naming the choices."""
+    name = str(dtype).replace("torch.", "")
+    if name not in allowed:
+        raise ValueError(f"dtype {dtype!r} is not supported by the {backend} backend; choose one of {list(allowed)}")
+    return name

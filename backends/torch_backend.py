@@ -1,0 +1,144 @@
+"""The torch backend: PyTorch itself, so `B.F` *is* torch.nn.functional and the model code's reference."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .base import Backend, check_dtype
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError('the torch backend needs PyTorch: pip install "tinygpt[torch]", or use '
+                          '--backend numpy') from None
+    return torch
+
+
+class TorchBackend(Backend):
+    """PyTorch tensors and autograd; parameters are torch.nn.Parameter."""
+
+    name = "torch"
+
+    def __init__(self, dtype: str = "float32", device: str | None = None):
+        torch = self.torch = _import_torch()
+        self.F = torch.nn.functional
+        self.dtype_name = check_dtype(dtype, ("float32", "float64", "bfloat16", "float16"), self.name)
+        device = device or "cpu"
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} was asked for, but this PyTorch sees no CUDA device; "
+                               f"use --device cpu")
+        try:
+            self.device = str(torch.device(device))
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+
+    @property
+    def dtype(self):
+        return getattr(self.torch, self.dtype_name)
+
+    def tensor(self, data: Any, dtype: str | None = None, requires_grad: bool = False):
+        torch = self.torch
+        if isinstance(data, torch.Tensor):
+            t = data.to(self.device)
+        else:
+            t = torch.as_tensor(np.asarray(data), device=self.device)
+        if dtype is not None:
+            t = t.to(getattr(torch, str(dtype).replace("torch.", "")))
+        elif t.is_floating_point():
+            t = t.to(self.dtype)
+        elif t.dtype not in (torch.bool,):
+            t = t.long()
+        return t.requires_grad_(requires_grad) if requires_grad else t
+
+    def to_numpy(self, t: Any) -> np.ndarray:
+        t = t.detach()
+        if t.dtype in (self.torch.bfloat16, self.torch.float16):
+            t = t.float()
+        return t.cpu().numpy()
+
+    def parameter(self, array: np.ndarray, requires_grad: bool = True):
+        data = self.torch.as_tensor(np.asarray(array), device=self.device).to(self.dtype).clone()
+        return self.torch.nn.Parameter(data, requires_grad=requires_grad)
+
+    def is_parameter(self, x: Any) -> bool:
+        return isinstance(x, self.torch.nn.Parameter)
+
+    def assign(self, param: Any, array: Any) -> None:
+        src = array if isinstance(array, self.torch.Tensor) else self.torch.as_tensor(np.asarray(array))
+        if tuple(src.shape) != tuple(param.shape):
+            raise ValueError(f"cannot assign an array of shape {tuple(src.shape)} to a parameter of shape "
+                             f"{tuple(param.shape)}")
+        with self.torch.no_grad():
+            param.copy_(src.to(device=param.device, dtype=param.dtype))
+
+    def zeros(self, shape: Sequence[int], dtype: str | None = None):
+        dt = getattr(self.torch, dtype) if dtype else self.dtype
+        return self.torch.zeros(tuple(shape), dtype=dt, device=self.device)
+
+    def cat(self, tensors: Sequence[Any], dim: int = 0):
+        return self.torch.cat(list(tensors), dim=dim)
+
+    def stack(self, tensors: Sequence[Any], dim: int = 0):
+        return self.torch.stack(list(tensors), dim=dim)
+
+    def where(self, cond: Any, a: Any, b: Any):
+        return self.torch.where(cond, a, b)
+
+    def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+              eps: float = 1e-8, weight_decay: float = 0.01):
+        return self.torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def SGD(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0):
+        return self.torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        return self.torch.no_grad()
+
+    def manual_seed(self, seed: int) -> None:
+        self.torch.manual_seed(seed)
+
+    def clip_grad_norm(self, params: Iterable[Any], max_norm: float) -> float:
+        return float(self.torch.nn.utils.clip_grad_norm_(list(params), max_norm))
+
+    def autocast(self, dtype: str | None) -> contextlib.AbstractContextManager:
+        if dtype is None or str(dtype) == self.dtype_name:
+            return contextlib.nullcontext()
+        name = check_dtype(dtype, ("bfloat16", "float16"), "torch autocast")
+        return self.torch.autocast(device_type=self.device.split(":")[0], dtype=getattr(self.torch, name))
+
+    def module(self, model: Any):
+        return TorchModuleView.wrap(self.torch, model, self)
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize(self.device)
+
+
+class TorchModuleView:
+    """Builds a torch.nn.Module that registers the model's *own* Parameter objects (DESIGN.md §4.5).
+
+    `torch.compile`, autocast, DDP and torch.optim then see the same tensors the model computes with.
+    ParameterDict keys may not contain '.', so names use '/' instead.
+    """
+
+    @staticmethod
+    def wrap(torch, model: Any, backend: TorchBackend):
+        class ModelView(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = [model]  # a list hides it from nn.Module's attribute scan
+                self.params = torch.nn.ParameterDict(
+                    {name.replace(".", "/"): p for name, p in model.named_parameters()})
+
+            def forward(self, *args, **kwargs):
+                if getattr(self.model[0], "training", self.training) != self.training:
+                    self.model[0].train(self.training)  # keep dropout in step with .train()/.eval() on the view
+                return self.model[0](*args, **kwargs)
+
+        view = ModelView()
+        view.train(getattr(model, "training", True))
+        return view
