@@ -4,6 +4,8 @@ The engine is `tensor.py`; primitive ops with their backward are in `ops.py`; fu
 gelu, softmax, cross_entropy, attention, ...) in `functional.py` over the kernel pairs in `kernels/`;
 optimizers in `optim.py`; finite-difference checks in `gradcheck.py`. It knows nothing of GPT.
 """
+from . import functional, gradcheck, optim, random
+from .gradcheck import GradcheckError
 from .ops import argmax, cat, chunk, split, stack, where
 from .tensor import Function, Parameter, Tensor, get_array_module, is_grad_enabled, no_grad, unbroadcast
 
@@ -13,5 +15,5 @@ def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-__all__ = ["Tensor", "Parameter", "Function", "tensor", "no_grad", "is_grad_enabled", "get_array_module",
+__all__ = ["functional", "gradcheck", "optim", "random", "GradcheckError", "Tensor", "Parameter", "Function", "tensor", "no_grad", "is_grad_enabled", "get_array_module",
            "unbroadcast", "cat", "stack", "split", "chunk", "where", "argmax"]

@@ -77,10 +77,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = g
+        if b.ndim == 1:  # first, so that a vector·vector product (g is 0-d) becomes (1, 1)
+            g2 = g2[..., None]
         if a.ndim == 1:
             g2 = g2[..., None, :]
-        if b.ndim == 1:
-            g2 = g2[..., None]
         da = db = None
         if self.parents[0].requires_grad:
             da = g2 @ b2.swapaxes(-1, -2)

@@ -1,0 +1,1 @@
+"""Runnable benchmarks: markdown tables (+ JSON in benchmarks/results/) of tinygpt against PyTorch."""

@@ -1,0 +1,17 @@
+"""Kernel pairs: pure forward/backward functions on `xp` arrays (NumPy or CuPy), one concept per file.
+
+Each forward returns its output plus whatever backward needs; each backward is derived by hand, with the equation
+in its docstring and the terms of the derivation cited in comments (after llm.c's `layernorm_backward`). They know
+nothing of `Tensor`; `tinytensor.functional` wraps each pair in a `Function` for autograd.
+"""
+from .attention import attention_backward, attention_forward
+from .dropout import dropout_backward, dropout_forward
+from .gelu import gelu_erf_backward, gelu_erf_forward, gelu_tanh_backward, gelu_tanh_forward
+from .layer_norm import layer_norm_backward, layer_norm_forward
+from .softmax import (cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward,
+                      softmax_backward, softmax_forward)
+
+__all__ = ["attention_forward", "attention_backward", "dropout_forward", "dropout_backward", "gelu_tanh_forward",
+           "gelu_tanh_backward", "gelu_erf_forward", "gelu_erf_backward", "layer_norm_forward",
+           "layer_norm_backward", "softmax_forward", "softmax_backward", "log_softmax_forward",
+           "log_softmax_backward", "cross_entropy_forward", "cross_entropy_backward"]

@@ -1,0 +1,91 @@
+"""Scaled dot-product attention (Vaswani et al. 2017; book ch. 3), forward and step-by-step hand-derived backward.
+
+Forward, per batch/head, with s the scale (default 1/√hd) and M the additive mask (0 where a query may attend,
+−∞ elsewhere; from is_causal and/or attn_mask):
+    S = s·Q Kᵀ + M          (Tq, Tk) scores
+    P = softmax_rows(S)     attention weights
+    P̃ = P ⊙ D / (1 − p)     attention dropout with keep-mask D (P̃ = P without dropout)
+    O = P̃ V
+Backward, given dO:
+    dV = P̃ᵀ dO                          (O is linear in V)
+    dP̃ = dO Vᵀ                          (O is linear in P̃)
+    dP = dP̃ ⊙ D / (1 − p)               (dropout passes the gradient through the same mask)
+    dS = P ⊙ (dP − rowsum(dP ⊙ P))      (the softmax Jacobian diag(p) − p pᵀ, row by row)
+    dQ = s·dS K,   dK = s·dSᵀ Q          (S is bilinear in Q and K)
+Masked scores get P = 0, so dS = 0 there: the mask needs no backward of its own.
+
+Fully-masked rows (a query that may attend to nothing): torch's math path gives nan; we define the output row and
+every gradient through it as 0 (the row's weights are all 0), which keeps padding rows from poisoning a batch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..tensor import get_array_module
+
+
+def causal_mask(tq: int, tk: int, xp) -> Any:
+    """torch's is_causal mask: query i may attend to keys j ≤ i (top-left aligned lower triangle of (tq, tk))."""
+    return xp.tril(xp.ones((tq, tk), dtype=bool))
+
+
+def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: float | None = None,
+                      dropout_keep=None, dropout_p: float = 0.0) -> tuple[Any, dict]:
+    """O = dropout(softmax(s·Q Kᵀ + M)) V for q (..., Tq, hd), k (..., Tk, hd), v (..., Tk, hv); returns (O, saved).
+
+    attn_mask: boolean (True = may attend, torch's convention) or float (added to the scores), broadcastable to
+    (..., Tq, Tk). dropout_keep: boolean keep-mask broadcastable to (..., Tq, Tk), or None for no dropout.
+    """
+    xp = get_array_module(q)
+    tq, tk = q.shape[-2], k.shape[-2]
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scores = q @ k.swapaxes(-1, -2)  # (..., Tq, Tk)
+    scores *= s
+    allowed = causal_mask(tq, tk, xp) if is_causal else None
+    if attn_mask is not None:
+        if attn_mask.dtype == bool:
+            allowed = attn_mask if allowed is None else allowed & attn_mask
+        else:
+            scores = scores + attn_mask  # additive float mask; may broadcast scores to a larger batch shape
+    if allowed is not None:
+        if allowed.shape != scores.shape:
+            scores = xp.array(xp.broadcast_to(scores, np.broadcast_shapes(scores.shape, allowed.shape)))
+        xp.copyto(scores, -xp.inf, where=~allowed)  # mask fill in place
+    # stable softmax in place; a fully-masked row has max −inf: shift it by 0 instead so it stays all zeros
+    m = scores.max(axis=-1, keepdims=True)
+    m[m == -xp.inf] = 0
+    scores -= m
+    xp.exp(scores, out=scores)
+    denom = scores.sum(axis=-1, keepdims=True)
+    denom[denom == 0] = 1  # fully-masked rows: 0/1 = 0 rather than 0/0
+    scores /= denom
+    probs = scores  # P, (..., Tq, Tk)
+    pd = probs
+    if dropout_keep is not None:
+        pd = probs * (dropout_keep * probs.dtype.type(1.0 / (1.0 - dropout_p)))  # P̃ = P ⊙ D / (1 − p)
+    out = pd @ v  # (..., Tq, hv)
+    saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p}
+    return out, saved
+
+
+def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
+    """(dq, dk, dv) for attention_forward, step by step as in the module docstring (batch shapes may be broadcast;
+    the autograd engine sums them back to each input's shape)."""
+    q, k, v, probs, s, keep = saved["q"], saved["k"], saved["v"], saved["probs"], saved["scale"], saved["keep"]
+    drop = None if keep is None else keep * probs.dtype.type(1.0 / (1.0 - saved["p"]))  # D / (1 − p)
+    pd = probs if drop is None else probs * drop  # P̃
+    dv = pd.swapaxes(-1, -2) @ dout  # dV = P̃ᵀ dO
+    dp = dout @ v.swapaxes(-1, -2)  # dP̃ = dO Vᵀ
+    if drop is not None:
+        dp *= drop  # dP = dP̃ ⊙ D / (1 − p)
+    # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place
+    dp -= (dp * probs).sum(axis=-1, keepdims=True)
+    dp *= probs
+    ds = dp
+    ds *= s  # fold the scale into dS once instead of into both dQ and dK
+    dq = ds @ k  # dQ = s·dS K
+    dk = ds.swapaxes(-1, -2) @ q  # dK = s·dSᵀ Q
+    return dq, dk, dv

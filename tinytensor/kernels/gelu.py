@@ -1,0 +1,74 @@
+"""GELU activation (Hendrycks & Gimpel 2016), both forms torch offers, each with its hand-derived backward.
+
+tanh approximation (the book's ch. 4 `GELU`, torch's approximate="tanh"), with c = √(2/π), k = 0.044715:
+    out = ½·x·(1 + tanh u),  u = c·(x + k·x³)
+    dout/dx = ½·(1 + tanh u) + ½·x·(1 − tanh² u)·c·(1 + 3k·x²)
+
+exact (torch's approximate="none"), with Φ the standard normal CDF and φ its density:
+    out = x·Φ(x) = ½·x·(1 + erf(x/√2)),   dout/dx = Φ(x) + x·φ(x),  φ(x) = e^(−x²/2)/√(2π)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tensor import get_array_module
+
+_C = math.sqrt(2.0 / math.pi)  # kept as a Python float so float32 inputs stay float32
+_K = 0.044715
+
+
+def gelu_tanh_forward(x):
+    """½·x·(1 + tanh(√(2/π)(x + 0.044715x³)))."""
+    xp = get_array_module(x)
+    t = xp.tanh(_C * (x + _K * x * x * x))
+    t += 1.0
+    t *= 0.5 * x
+    return t
+
+
+def gelu_tanh_backward(dout, x):
+    """dx for gelu_tanh_forward (x is the forward input; tanh u is recomputed)."""
+    xp = get_array_module(x)
+    t = xp.tanh(_C * (x + _K * x * x * x))
+    # term 1: d/dx of ½x with (1 + tanh u) held fixed;  term 2: ½x · sech²u · du/dx
+    dx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (_C * (1.0 + 3.0 * _K * x * x))
+    dx *= dout
+    return dx
+
+
+def _erf(x):
+    """erf elementwise, to float64 accuracy.
+
+    CuPy has a native kernel; on NumPy we use SciPy's when it is installed (fast), else `math.erf` mapped over the
+    elements in Python (exact but slow: ~0.1 µs per element; the GPT models use the tanh form, which is fast).
+    """
+    xp = get_array_module(x)
+    if xp is not np:
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special.erf(x)
+    try:
+        from scipy.special import erf  # optional; not a dependency
+    except ImportError:
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
+    return erf(x)
+
+
+def gelu_erf_forward(x):
+    """x·Φ(x) = ½·x·(1 + erf(x/√2))."""
+    out = _erf(x * (1.0 / math.sqrt(2.0)))
+    out += 1.0
+    out *= 0.5 * x
+    return out
+
+
+def gelu_erf_backward(dout, x):
+    """dx for gelu_erf_forward: dout · (Φ(x) + x·φ(x))."""
+    xp = get_array_module(x)
+    cdf = 0.5 * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))  # term 1: Φ(x)
+    pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))  # term 2: x·φ(x), from d/dx Φ(x) = φ(x)
+    dx = cdf + x * pdf
+    dx *= dout
+    return dx

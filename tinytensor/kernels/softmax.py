@@ -1,0 +1,89 @@
+"""Softmax, log-softmax and the fused softmax-cross-entropy, forward and hand-derived backward (book ch. 5 loss).
+
+Stable forms subtract the row maximum m first (the result is unchanged since the shift cancels in the ratio):
+    softmax:      p_i = e^(x_i − m) / Σ_j e^(x_j − m)          dx = p ⊙ (dout − Σ_j dout_j p_j)
+    log_softmax:  l_i = (x_i − m) − log Σ_j e^(x_j − m)      dx = dout − p · Σ_j dout_j
+    cross-entropy per row r with target t_r:  loss_r = −l_{r,t_r} = log Σ_j e^(x_rj − m_r) − (x_{r,t_r} − m_r)
+                  dloss_r/dx_r = p_r − onehot(t_r)
+Rows whose target equals `ignore_index` contribute no loss and no gradient; reduction "mean" divides by the number
+of kept rows (all rows ignored: 0/0 = nan, exactly as torch, with a zero gradient).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..tensor import get_array_module
+
+
+def softmax_forward(x, axis: int = -1):
+    """e^(x − max) / Σ e^(x − max) along `axis`."""
+    xp = get_array_module(x)
+    out = x - x.max(axis=axis, keepdims=True)
+    xp.exp(out, out=out)  # in place: one (..., C) array in all
+    out /= out.sum(axis=axis, keepdims=True)
+    return out
+
+
+def softmax_backward(dout, out, axis: int = -1):
+    """dx = p ⊙ (dout − Σ_j dout_j p_j), p the forward output (the Jacobian diag(p) − p pᵀ applied to dout)."""
+    dx = dout * out  # term 1: diag(p)·dout
+    dx -= out * dx.sum(axis=axis, keepdims=True)  # term 2: −p (pᵀ dout)
+    return dx
+
+
+def log_softmax_forward(x, axis: int = -1):
+    """(x − max) − log Σ e^(x − max) along `axis`."""
+    xp = get_array_module(x)
+    out = x - x.max(axis=axis, keepdims=True)
+    out -= xp.log(xp.exp(out).sum(axis=axis, keepdims=True))
+    return out
+
+
+def log_softmax_backward(dout, out, axis: int = -1):
+    """dx = dout − softmax(x) · Σ_j dout_j, with softmax(x) = e^out recovered from the forward output."""
+    xp = get_array_module(out)
+    return dout - xp.exp(out) * dout.sum(axis=axis, keepdims=True)
+
+
+def cross_entropy_forward(logits, targets, ignore_index: int = -100, reduction: str = "mean") -> tuple[Any, dict]:
+    """Fused log-softmax + negative log-likelihood of (N, C) logits for (N,) integer targets.
+
+    Returns (loss, saved): loss is a 0-d array for "mean"/"sum", (N,) for "none" (0 on ignored rows); `saved`
+    holds the probabilities and row weights that `cross_entropy_backward` needs.
+    """
+    xp = get_array_module(logits)
+    n = logits.shape[0]
+    keep = targets != ignore_index
+    safe = xp.where(keep, targets, 0)  # ignored rows read column 0; their weight below is 0
+    rows = xp.arange(n)
+    probs = logits - logits.max(axis=1, keepdims=True)  # (N, C) shifted logits x − m
+    picked = probs[rows, safe]  # x_t − m, read before exp overwrites the array
+    xp.exp(probs, out=probs)
+    sums = probs.sum(axis=1)
+    losses = xp.log(sums) - picked  # log Σ e^(x − m) − (x_t − m)
+    losses *= keep
+    probs /= sums[:, None]  # softmax, kept for backward
+    dt = logits.dtype.type
+    if reduction == "mean":
+        n_kept = int(keep.sum())
+        # nan for no kept rows (torch's 0/0); the gradient weight is then 0 rather than inf
+        loss = losses.sum() / dt(n_kept) if n_kept else xp.asarray(dt("nan"))
+        weight = keep * dt(1.0 / n_kept if n_kept else 0.0)
+    elif reduction == "sum":
+        loss, weight = losses.sum(), keep.astype(logits.dtype)
+    elif reduction == "none":
+        loss, weight = losses, keep.astype(logits.dtype)
+    else:
+        raise ValueError(f"reduction={reduction!r} is not one of 'mean', 'sum', 'none'")
+    return xp.asarray(loss), {"probs": probs, "targets": safe, "weight": weight, "reduction": reduction}
+
+
+def cross_entropy_backward(dloss, saved: dict):
+    """dlogits = (softmax − onehot(target)) · weight_r · dloss, with weight_r = keep_r / n_kept for "mean"."""
+    xp = get_array_module(saved["probs"])
+    probs, safe, weight = saved["probs"], saved["targets"], saved["weight"]
+    dlogits = probs.copy()  # copy: the saved probabilities must survive a retain_graph second backward
+    dlogits[xp.arange(probs.shape[0]), safe] -= 1  # p − onehot(t)
+    w = weight * dloss  # (N,): the upstream gradient per row ((N,) for "none", a scalar otherwise)
+    dlogits *= w[:, None]  # ignored rows have weight 0
+    return dlogits
