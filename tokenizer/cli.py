@@ -1,0 +1,138 @@
+"""Command line for the tokenizers: `tokenizer train | encode | decode`.
+
+`add_tokenizer_commands(subparsers)` hangs the `tokenizer` command under another CLI (the `tinygpt` command);
+`main(argv)` runs the same subcommands on their own (`python -m tokenizer ...`). Each subcommand's handler,
+stored as `args.func`, returns an exit status: user errors print one line on stderr and return 2 (DESIGN §3).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .bpe import BPETokenizer, read_text
+from .fileformat import render_token
+from .gpt2 import get_encoding
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `tokenizer train|encode|decode` to another CLI's subparsers; returns the `tokenizer` parser."""
+    parser = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, encode or decode text")
+    _add_subcommands(parser.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND"))
+    return parser
+
+
+def _add_subcommands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a byte-level BPE tokenizer on a UTF-8 text file")
+    train.add_argument("--data", required=True, metavar="FILE", help="UTF-8 training text")
+    train.add_argument("--vocab-size", required=True, type=int, metavar="N", help="256 + merges + special tokens")
+    train.add_argument("--out", required=True, metavar="PATH", help="tokenizer file to write (and PATH.vocab)")
+    train.add_argument("--pattern", default="gpt2", choices=["gpt2", "gpt4", "none"], help="pre-tokenization split")
+    train.add_argument("--special", nargs="*", default=[], metavar="TOKEN", help="special tokens, e.g. <|endoftext|>")
+    train.set_defaults(func=_train)
+
+    for name, what in (("encode", "text to token ids"), ("decode", "token ids to text")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|PATH", help="gpt2, or a file written by train")
+        source = p.add_mutually_exclusive_group(required=True)
+        if name == "encode":
+            source.add_argument("--text", help="text to encode (special tokens in it become their ids)")
+            source.add_argument("--file", metavar="FILE", help="UTF-8 file to encode")
+            p.add_argument("--show-pieces", action="store_true", help="one line per token: id and its bytes")
+            p.set_defaults(func=_encode)
+        else:
+            source.add_argument("--ids", help="token ids separated by spaces or commas, or a JSON list")
+            source.add_argument("--file", metavar="FILE", help="file holding the ids")
+            p.set_defaults(func=_decode)
+
+
+def _user_errors(handler):
+    """Run a subcommand handler; a user error becomes one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ValueError, OSError) as e:  # OSError covers DataFileError and unreadable files
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _load_tokenizer(spec: str) -> BPETokenizer:
+    if spec == "gpt2":
+        return get_encoding("gpt2")
+    if not Path(spec).is_file():
+        raise ValueError(f"--tokenizer {spec!r} is neither 'gpt2' nor an existing tokenizer file")
+    return BPETokenizer.load(spec)
+
+
+@_user_errors
+def _train(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    pattern = None if args.pattern == "none" else args.pattern
+    tok = BPETokenizer.train_from_file(args.data, args.vocab_size, pattern=pattern, special_tokens=args.special)
+    tok.save(args.out)
+    short = f"; the text ran out of pairs before vocab size {args.vocab_size}" if tok.n_vocab < args.vocab_size else ""
+    print(
+        f"trained {len(tok.merges)} merges (n_vocab {tok.n_vocab}{short}) in {time.perf_counter() - start:.2f} s;"
+        f" wrote {args.out} and {args.out}.vocab"
+    )
+    return 0
+
+
+@_user_errors
+def _encode(args: argparse.Namespace) -> int:
+    tok = _load_tokenizer(args.tokenizer)
+    text = args.text if args.text is not None else read_text(args.file)
+    ids = tok.encode(text, allowed_special="all")
+    if args.show_pieces:
+        for i in ids:
+            print(f"{i}\t[{render_token(tok.decode_bytes([i]))}]")
+    else:
+        print(" ".join(map(str, ids)))
+    return 0
+
+
+@_user_errors
+def _decode(args: argparse.Namespace) -> int:
+    tok = _load_tokenizer(args.tokenizer)
+    source = args.ids if args.ids is not None else read_text(args.file)
+    sys.stdout.write(tok.decode(parse_ids(source)) + "\n")
+    return 0
+
+
+def parse_ids(source: str) -> list[int]:
+    """Token ids from text: a JSON list, or integers separated by spaces and/or commas."""
+    source = source.strip()
+    try:
+        ids = json.loads(source) if source.startswith("[") else [int(s) for s in source.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"cannot read token ids from {source[:40]!r}; give integers like '15496 11 995'") from None
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"cannot read token ids from {source[:40]!r}; give a list of integers")
+    return ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m tokenizer`; returns the exit status."""
+    parser = _Parser(prog="python -m tokenizer", description="tinygpt tokenizers: train, encode, decode")
+    _add_subcommands(parser.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND"))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
+    return args.func(args)
+
+
+__all__ = ["add_tokenizer_commands", "main", "parse_ids"]
