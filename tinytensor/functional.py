@@ -412,7 +412,7 @@ def attention_composite(query: Tensor, key: Tensor, value: Tensor, attn_mask: An
         scores = scores.masked_fill(~allowed, float("-inf"))
     probs = softmax_composite(scores, -1)
     if keep is not None:
-        probs = probs * Tensor(keep * probs.dtype.type(1.0 / (1.0 - dropout_p)))
+        probs = probs * Tensor(keep * probs.dtype.type(_drop.keep_scale(dropout_p)))
     return probs @ v
 
 

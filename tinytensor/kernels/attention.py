@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import get_array_module
+from .dropout import keep_scale
 
 
 def causal_mask(tq: int, tk: int, xp) -> Any:
@@ -65,7 +66,7 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     probs = scores  # P, (..., Tq, Tk)
     pd = probs
     if dropout_keep is not None:
-        pd = probs * (dropout_keep * probs.dtype.type(1.0 / (1.0 - dropout_p)))  # P̃ = P ⊙ D / (1 − p)
+        pd = probs * (dropout_keep * probs.dtype.type(keep_scale(dropout_p)))  # P̃ = P ⊙ D / (1 − p)
     out = pd @ v  # (..., Tq, hv)
     saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p}
     return out, saved
@@ -75,7 +76,7 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     """(dq, dk, dv) for attention_forward, step by step as in the module docstring (batch shapes may be broadcast;
     the autograd engine sums them back to each input's shape)."""
     q, k, v, probs, s, keep = saved["q"], saved["k"], saved["v"], saved["probs"], saved["scale"], saved["keep"]
-    drop = None if keep is None else keep * probs.dtype.type(1.0 / (1.0 - saved["p"]))  # D / (1 − p)
+    drop = None if keep is None else keep * probs.dtype.type(keep_scale(saved["p"]))  # D / (1 − p)
     pd = probs if drop is None else probs * drop  # P̃
     dv = pd.swapaxes(-1, -2) @ dout  # dV = P̃ᵀ dO
     dp = dout @ v.swapaxes(-1, -2)  # dP̃ = dO Vᵀ

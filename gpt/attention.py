@@ -1,0 +1,164 @@
+"""The attention family of the book's chapter 3, each class adding one idea, written once for every backend.
+
+SelfAttention_v1 (raw weight matrices, §3.4.1) -> SelfAttention_v2 (Linear layers, §3.4.2) -> CausalAttention
+(causal mask + dropout on the attention weights, §3.5) -> MultiHeadAttentionWrapper (a list of causal heads,
+concatenated, §3.6.1) -> MultiHeadAttention (one set of projections split into heads, plus an output projection,
+§3.6.2: the one GPTModel uses). Attention itself is softmax(QKᵀ / √d_k) V (Vaswani et al. 2017, eq. 1).
+
+MultiHeadAttention calls the fused `B.F.scaled_dot_product_attention` by default; `use_sdpa=False` spells the book's
+masked_fill(-inf) + softmax + dropout out with tensor ops. It also takes a per-layer KV cache (gpt/kv_cache.py):
+the new tokens' queries attend over every cached key with a bottom-right-aligned causal mask.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .nn import Dropout, Linear, Module, ModuleList, as_rng
+
+
+def _causal_block_mask(B: Any, context_length: int) -> Any:
+    """The book's mask: True above the diagonal, i.e. where query i would see a later key j > i (to be blocked)."""
+    return B.tensor(np.triu(np.ones((context_length, context_length), dtype=bool), k=1))
+
+
+class SelfAttention_v1(Module):
+    """Self-attention with trainable weight matrices W (d_in, d_out) applied as x @ W (book §3.4.1).
+
+    Weights are uniform in [0, 1), as the book's torch.rand.
+    """
+
+    def __init__(self, B: Any, d_in: int, d_out: int, rng: np.random.Generator | None = None):
+        rng = as_rng(rng)
+        self.B = B
+        self.W_query = B.parameter(rng.random((d_in, d_out)))
+        self.W_key = B.parameter(rng.random((d_in, d_out)))
+        self.W_value = B.parameter(rng.random((d_in, d_out)))
+
+    def forward(self, x: Any) -> Any:
+        keys = x @ self.W_key        # (..., t, d_out)
+        queries = x @ self.W_query   # (..., t, d_out)
+        values = x @ self.W_value    # (..., t, d_out)
+        attn_scores = queries @ keys.transpose(-2, -1)  # (..., t, t)
+        attn_weights = self.B.F.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        return attn_weights @ values  # (..., t, d_out)
+
+
+class SelfAttention_v2(Module):
+    """Self-attention with Linear projections (book §3.4.2): the same math, weights stored (out, in)."""
+
+    def __init__(self, B: Any, d_in: int, d_out: int, qkv_bias: bool = False,
+                 rng: np.random.Generator | None = None):
+        rng = as_rng(rng)
+        self.B = B
+        self.W_query = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.W_key = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.W_value = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+
+    def forward(self, x: Any) -> Any:
+        keys, queries, values = self.W_key(x), self.W_query(x), self.W_value(x)  # (..., t, d_out) each
+        attn_scores = queries @ keys.transpose(-2, -1)  # (..., t, t)
+        attn_weights = self.B.F.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        return attn_weights @ values  # (..., t, d_out)
+
+
+class CausalAttention(Module):
+    """One causal head (book §3.5): future keys masked to −inf before the softmax, dropout on the weights."""
+
+    def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, qkv_bias: bool = False,
+                 rng: np.random.Generator | None = None):
+        rng = as_rng(rng)
+        self.B, self.d_out = B, d_out
+        self.W_query = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.W_key = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.W_value = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.dropout = Dropout(B, dropout)
+        self.mask = _causal_block_mask(B, context_length)  # a constant, not a parameter: not in state_dict
+
+    def forward(self, x: Any) -> Any:
+        b, num_tokens, d_in = x.shape
+        keys, queries, values = self.W_key(x), self.W_query(x), self.W_value(x)  # (b, t, d_out) each
+        attn_scores = queries @ keys.transpose(1, 2)  # (b, t, t)
+        attn_scores = attn_scores.masked_fill(self.mask[:num_tokens, :num_tokens], float("-inf"))
+        attn_weights = self.B.F.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        attn_weights = self.dropout(attn_weights)
+        return attn_weights @ values  # (b, t, d_out)
+
+
+class MultiHeadAttentionWrapper(Module):
+    """num_heads independent CausalAttention heads, outputs concatenated: (b, t, num_heads · d_out) (book §3.6.1)."""
+
+    def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+                 qkv_bias: bool = False, rng: np.random.Generator | None = None):
+        rng = as_rng(rng)
+        self.B = B
+        self.heads = ModuleList([CausalAttention(B, d_in, d_out, context_length, dropout, qkv_bias, rng=rng)
+                                 for _ in range(num_heads)])
+
+    def forward(self, x: Any) -> Any:
+        return self.B.cat([head(x) for head in self.heads], dim=-1)  # (b, t, num_heads · d_out)
+
+
+class MultiHeadAttention(Module):
+    """Causal multi-head self-attention (book §3.6.2): one projection each for Q, K, V split into heads.
+
+    `proj_std`: the init std of `out_proj.weight` (GPTModel scales it by 1/√(2·n_layers), GPT-2 §2.3).
+    `use_sdpa=False` computes attention with the book's explicit mask + softmax + dropout instead of the fused op.
+    """
+
+    def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+                 qkv_bias: bool = False, rng: np.random.Generator | None = None, use_sdpa: bool = True,
+                 proj_std: float = 0.02):
+        if num_heads <= 0 or d_out % num_heads:
+            raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}; pick an emb_dim that is a "
+                             f"multiple of n_heads")
+        rng = as_rng(rng)
+        self.B, self.d_out, self.num_heads, self.head_dim = B, d_out, num_heads, d_out // num_heads
+        self.context_length, self.dropout_p, self.use_sdpa = context_length, float(dropout), use_sdpa
+        self.W_query = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.W_key = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.W_value = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
+        self.out_proj = Linear(B, d_out, d_out, rng=rng, std=proj_std)
+        self.dropout = Dropout(B, dropout)
+        self.mask = _causal_block_mask(B, context_length)
+
+    def forward(self, x: Any, cache: Any = None) -> Any:
+        """x (b, t, d_in) -> (b, t, d_out); with a LayerKVCache the t tokens follow the `cache.pos` cached ones."""
+        b, num_tokens, _ = x.shape
+        nh, hd = self.num_heads, self.head_dim
+        queries = self.W_query(x).reshape(b, num_tokens, nh, hd).transpose(1, 2)  # (b, nh, t, hd)
+        keys = self.W_key(x).reshape(b, num_tokens, nh, hd).transpose(1, 2)       # (b, nh, t, hd)
+        values = self.W_value(x).reshape(b, num_tokens, nh, hd).transpose(1, 2)   # (b, nh, t, hd)
+        start = 0
+        if cache is not None:
+            start = cache.pos
+            keys, values = cache.update(keys, values)  # (b, nh, start + t, hd) each: all cached tokens
+        end = start + num_tokens
+        if end > self.context_length:
+            raise ValueError(f"positions up to {end} exceed context_length={self.context_length}")
+        # Rows start..end of the book's (context_length, context_length) mask, restricted to the end keys present:
+        # query i (absolute position start + i) is blocked from key j exactly when j > start + i, the
+        # bottom-right-aligned causal mask that a cache needs (it equals [:t, :t] when nothing is cached).
+        blocked = self.mask[start:end, :end]  # (t, start + t)
+        if self.use_sdpa:
+            p = self.dropout_p if self.training else 0.0
+            if start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
+                context = self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True)
+            elif num_tokens == 1:  # one new query may attend to every cached key: no mask at all
+                context = self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)
+            else:
+                context = self.B.F.scaled_dot_product_attention(queries, keys, values, attn_mask=blocked.logical_not(),
+                                                                dropout_p=p)
+        else:
+            attn_scores = queries @ keys.transpose(2, 3)  # (b, nh, t, start + t)
+            attn_scores = attn_scores.masked_fill(blocked, float("-inf"))
+            attn_weights = self.B.F.softmax(attn_scores / hd ** 0.5, dim=-1)
+            attn_weights = self.dropout(attn_weights)
+            context = attn_weights @ values  # (b, nh, t, hd)
+        context = context.transpose(1, 2).reshape(b, num_tokens, self.d_out)  # (b, t, nh · hd)
+        return self.out_proj(context)  # (b, t, d_out)
+
+
+__all__ = ["SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper",
+           "MultiHeadAttention"]

@@ -1,0 +1,205 @@
+"""The GPT-2 model of the book's chapter 4 (GELU, FeedForward, TransformerBlock, GPTModel) and its configs.
+
+Written once against a backend `B` (DESIGN.md §4): the same classes run on tinytensor (numpy/cupy) and on torch.
+Parameter names are the book's (`trf_blocks.0.att.W_query.weight`, `ff.layers.0.weight`, `norm1.scale`, ...).
+Follows Raschka, *Build a Large Language Model (From Scratch)*, ch. 4, and GPT-2 (Radford et al. 2019).
+
+Initialisation (GPT-2's, as nanoGPT reproduces it; all draws in NumPy from `np.random.default_rng(seed)` in
+definition order, so one seed gives bit-identical weights on every backend):
+- every Linear and Embedding weight ~ N(0, 0.02²);
+- the residual projections `att.out_proj.weight` and `ff.layers.2.weight` ~ N(0, (0.02 / √(2·n_layers))²):
+  each block adds two outputs to the residual stream, so scaling by 1/√(2·n_layers) keeps its variance from
+  growing with depth (GPT-2 paper §2.3);
+- every bias zero; LayerNorm scale 1 and shift 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .attention import MultiHeadAttention
+from .kv_cache import KVCache
+from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential, as_rng, to_numpy_any
+
+GPT_CONFIG_124M = {
+    "vocab_size": 50257,     # GPT-2's BPE vocabulary
+    "context_length": 1024,  # longest input, in tokens
+    "emb_dim": 768,
+    "n_heads": 12,
+    "n_layers": 12,
+    "drop_rate": 0.1,
+    "qkv_bias": False,
+}
+GPT_CONFIG_355M = {**GPT_CONFIG_124M, "emb_dim": 1024, "n_layers": 24, "n_heads": 16}
+GPT_CONFIG_774M = {**GPT_CONFIG_124M, "emb_dim": 1280, "n_layers": 36, "n_heads": 20}
+GPT_CONFIG_1558M = {**GPT_CONFIG_124M, "emb_dim": 1600, "n_layers": 48, "n_heads": 25}
+GPT_CONFIGS = {"124M": GPT_CONFIG_124M, "355M": GPT_CONFIG_355M, "774M": GPT_CONFIG_774M,
+               "1558M": GPT_CONFIG_1558M}
+
+
+@dataclass
+class GPTConfig:
+    """The book's config dict as a dataclass (same keys), plus weight tying."""
+
+    vocab_size: int = 50257     # number of token ids
+    context_length: int = 1024  # maximum sequence length (rows of pos_emb)
+    emb_dim: int = 768          # width of the residual stream
+    n_heads: int = 12           # attention heads per layer (must divide emb_dim)
+    n_layers: int = 12          # transformer blocks
+    drop_rate: float = 0.1      # dropout on embeddings, attention weights and residual branches
+    qkv_bias: bool = False      # biases on the query/key/value projections (True for OpenAI's weights)
+    tie_weights: bool = False   # out_head shares tok_emb.weight (as GPT-2 does); then no out_head.weight key
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+        """A config from the book's dict keys; an unknown key is an error naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"config {name}={getattr(self, name)} must be a positive integer")
+        if self.emb_dim % self.n_heads:
+            raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"drop_rate={self.drop_rate} must lie in [0, 1)")
+
+
+def as_config(cfg: dict[str, Any] | GPTConfig) -> GPTConfig:
+    """A GPTConfig from a GPTConfig or the book's dict."""
+    return cfg if isinstance(cfg, GPTConfig) else GPTConfig.from_dict(cfg)
+
+
+class GELU(Module):
+    """The book's GELU, tanh-approximated: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (Hendrycks & Gimpel)."""
+
+    def __init__(self, B: Any):
+        self.B = B
+
+    def forward(self, x: Any) -> Any:
+        return self.B.F.gelu(x, approximate="tanh")
+
+
+class FeedForward(Module):
+    """Position-wise MLP emb_dim -> 4·emb_dim -> emb_dim with GELU; keys `layers.0.*` and `layers.2.*`."""
+
+    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
+                 proj_std: float = 0.02):
+        cfg, rng = as_config(cfg), as_rng(rng)
+        self.B = B
+        self.layers = Sequential(Linear(B, cfg.emb_dim, 4 * cfg.emb_dim, rng=rng), GELU(B),
+                                 Linear(B, 4 * cfg.emb_dim, cfg.emb_dim, rng=rng, std=proj_std))
+
+    def forward(self, x: Any) -> Any:
+        return self.layers(x)
+
+
+class TransformerBlock(Module):
+    """A pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))) (book §4.5)."""
+
+    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None):
+        cfg, rng = as_config(cfg), as_rng(rng)
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # GPT-2 §2.3: residual projections scaled by 1/√(2·L)
+        self.B = B
+        self.att = MultiHeadAttention(B, cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads,
+                                      qkv_bias=cfg.qkv_bias, rng=rng, proj_std=proj_std)
+        self.ff = FeedForward(B, cfg, rng=rng, proj_std=proj_std)
+        self.norm1 = LayerNorm(B, cfg.emb_dim)
+        self.norm2 = LayerNorm(B, cfg.emb_dim)
+        self.drop_shortcut = Dropout(B, cfg.drop_rate)
+
+    def forward(self, x: Any, cache: Any = None) -> Any:
+        x = x + self.drop_shortcut(self.att(self.norm1(x), cache=cache))  # (b, t, emb_dim)
+        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+class GPTModel(Module):
+    """GPT-2: token + position embeddings, n_layers TransformerBlocks, a final LayerNorm and the vocabulary head.
+
+    `backend`: a Backend or its name ("numpy", "torch", "cupy"; float32); None means numpy float32.
+    """
+
+    def __init__(self, cfg: dict[str, Any] | GPTConfig, backend: Any = None, seed: int | None = 123):
+        import backends  # gpt -> backends is the allowed import direction (DESIGN.md §2)
+
+        self.cfg = cfg = as_config(cfg)
+        self.B = B = backends.get_backend(backend or "numpy")
+        rng = np.random.default_rng(seed)
+        self.tok_emb = Embedding(B, cfg.vocab_size, cfg.emb_dim, rng=rng)
+        self.pos_emb = Embedding(B, cfg.context_length, cfg.emb_dim, rng=rng)
+        self.drop_emb = Dropout(B, cfg.drop_rate)
+        self.trf_blocks = ModuleList([TransformerBlock(B, cfg, rng=rng) for _ in range(cfg.n_layers)])
+        self.final_norm = LayerNorm(B, cfg.emb_dim)
+        self.out_head = Linear(B, cfg.emb_dim, cfg.vocab_size, bias=False, rng=rng,
+                               weight=self.tok_emb.weight if cfg.tie_weights else None)
+
+    def _check_ids(self, idx: Any) -> np.ndarray:
+        """idx as a NumPy (batch, seq) integer array, or a ValueError/TypeError naming what is wrong."""
+        ids = to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {ids.shape}; "
+                             f"add a batch dimension with ids[None]")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise ValueError(f"token id {bad} is out of range for vocab_size={self.cfg.vocab_size} "
+                             f"(ids must lie in [0, {self.cfg.vocab_size}))")
+        return ids
+
+    def forward(self, idx: Any, cache: KVCache | None = None) -> Any:
+        """idx (batch, seq) token ids -> logits (batch, seq, vocab_size); with a cache, seq new tokens after pos."""
+        ids = self._check_ids(idx)
+        b, seq_len = ids.shape
+        start = 0
+        if cache is not None:
+            cache.check_room(b, seq_len)
+            start = cache.pos
+        if start + seq_len > self.cfg.context_length:
+            raise ValueError(f"sequence of {start + seq_len} tokens is longer than context_length="
+                             f"{self.cfg.context_length}; crop it to the last {self.cfg.context_length} tokens")
+        tok_embeds = self.tok_emb(self.B.tensor(ids))                                # (b, t, emb_dim)
+        pos_embeds = self.pos_emb(self.B.tensor(np.arange(start, start + seq_len)))  # (t, emb_dim)
+        x = self.drop_emb(tok_embeds + pos_embeds)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, cache=None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.advance(seq_len)
+        return self.out_head(self.final_norm(x))  # (b, t, vocab_size)
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for `batch_size` sequences of up to `max_len` tokens (default: context_length)."""
+        max_len = self.cfg.context_length if max_len is None else int(max_len)
+        if max_len > self.cfg.context_length:
+            raise ValueError(f"max_len={max_len} exceeds context_length={self.cfg.context_length}: positions past "
+                             f"it have no position embedding")
+        c = self.cfg
+        return KVCache(self.B, c.n_layers, batch_size, c.n_heads, max_len, c.emb_dim // c.n_heads)
+
+    def memory_estimate(self, batch_size: int, seq_len: int, dtype_bytes: int = 4) -> dict[str, int]:
+        """Rough training memory in bytes: parameters, gradients, AdamW's two moments, saved activations.
+
+        Activations per block (elements saved for backward, roughly): ~16·b·t·d for the projections, LayerNorms,
+        GELU and residuals, plus 2·b·nh·t² for the attention probabilities; then the logits and their gradient.
+        """
+        c, n = self.cfg, self.num_parameters()
+        per_block = 16 * batch_size * seq_len * c.emb_dim + 2 * batch_size * c.n_heads * seq_len * seq_len
+        acts = c.n_layers * per_block + 2 * batch_size * seq_len * c.vocab_size
+        est = {"params": n * dtype_bytes, "grads": n * dtype_bytes, "adam_state": 2 * n * dtype_bytes,
+               "activations": acts * dtype_bytes}
+        est["total"] = sum(est.values())
+        return est
+
+
+__all__ = ["GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIGS", "GPTConfig",
+           "GELU", "FeedForward", "TransformerBlock", "GPTModel", "LayerNorm", "as_config"]
