@@ -57,3 +57,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one BLAS/torch thread: two workers with two threads each on a 2-core
+    machine oversubscribe it, and small ops then slow down tens of times (seen here)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
