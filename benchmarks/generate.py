@@ -29,13 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import BLAS_VARS as _BLAS_VARS
+from benchmarks.common import blas_description
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "124M": {"model": {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
              "prompt": 10, "new_tokens": 100},
     "quick": {"model": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4, "n_layers": 4},
               "prompt": 10, "new_tokens": 30},
 }
-_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
 
 
@@ -51,18 +53,6 @@ def _has_cuda_cupy() -> bool:
 def default_backends() -> list[str]:
     """numpy and torch on the CPU; with CuPy and a GPU also cupy and torch on CUDA (its reference)."""
     return ["numpy", "torch"] + (["cupy", "torch:cuda"] if _has_cuda_cupy() else [])
-
-
-def blas_description() -> list[str]:
-    """The BLAS libraries loaded in this process, via threadpoolctl when installed (else NumPy's build config)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return [f"{cfg.get('name')} {cfg.get('version')} (threadpoolctl not installed: run-time core unknown)"]
-    return [f"{i.get('internal_api')} {i.get('version')} core={i.get('architecture')} "
-            f"threads={i.get('num_threads')} ({Path(i.get('filepath', '')).name})"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
 def measure(backend: str, config: str, repeats: int) -> dict[str, Any]:

@@ -25,22 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_REEXEC_MARK = "TINYGPT_BENCH_REMOVED_ENV"
+from benchmarks.common import clean_env_reexec
+
 
 
 def _maybe_reexec(clean_env: bool) -> str:
-    """Re-run this script without the OpenBLAS overrides (once); returns a note saying what was removed."""
-    if _REEXEC_MARK in os.environ:
-        return os.environ[_REEXEC_MARK]
-    present = [v for v in _BLAS_VARS if v in os.environ]
-    if not clean_env or not present:
-        kept = ", ".join(f"{v}={os.environ[v]}" for v in present) or "none set"
-        return f"environment unchanged (OpenBLAS overrides: {kept})"
-    env = {k: v for k, v in os.environ.items() if k not in _BLAS_VARS}
-    env[_REEXEC_MARK] = "re-executed without " + ", ".join(f"{v}={os.environ[v]}" for v in present)
-    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.ops", *sys.argv[1:]], env)
-    raise AssertionError("execve returned")  # pragma: no cover
+    """Re-run this script without the OpenBLAS overrides (once), via the suite's shared helper."""
+    return clean_env_reexec("benchmarks.ops", clean_env)
 
 
 def blas_info() -> dict[str, Any]:
@@ -80,13 +71,13 @@ def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def _cases(rng: np.random.Generator):
-    """(name, shape text, inputs as float32/int arrays, ours(*tensors), torch(*tensors))."""
+def _cases(rng: np.random.Generator, b: int = 2, t: int = 256):
+    """(name, shape text, inputs as float32/int arrays, ours(*tensors), torch(*tensors)) at batch b x t."""
     import torch.nn.functional as TF
 
     import tinytensor.functional as F
 
-    b, t, d, nh, v = 2, 256, 768, 12, 50257
+    d, nh, v = 768, 12, 50257
     x = rng.standard_normal((b, t, d)).astype(np.float32)
     qkv = [rng.standard_normal((b, nh, t, d // nh)).astype(np.float32) for _ in range(3)]
     return [

@@ -105,17 +105,20 @@ class MultiHeadAttention(Module):
 
     `proj_std`: the init std of `out_proj.weight` (GPTModel scales it by 1/√(2·n_layers), GPT-2 §2.3).
     `use_sdpa=False` computes attention with the book's explicit mask + softmax + dropout instead of the fused op.
+    `flash=True` uses the backend's memory-efficient tiled attention (`B.F.flash_attention`, the FlashAttention
+    algorithm) when it has one and no cache is involved; torch's sdpa already picks such a kernel itself.
     """
 
     def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
                  qkv_bias: bool = False, rng: np.random.Generator | None = None, use_sdpa: bool = True,
-                 proj_std: float = 0.02):
+                 proj_std: float = 0.02, flash: bool = False):
         if num_heads <= 0 or d_out % num_heads:
             raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}; pick an emb_dim that is a "
                              f"multiple of n_heads")
         rng = as_rng(rng)
         self.B, self.d_out, self.num_heads, self.head_dim = B, d_out, num_heads, d_out // num_heads
         self.context_length, self.dropout_p, self.use_sdpa = context_length, float(dropout), use_sdpa
+        self.flash = flash
         self.W_query = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
         self.W_key = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
         self.W_value = Linear(B, d_in, d_out, bias=qkv_bias, rng=rng)
@@ -143,7 +146,10 @@ class MultiHeadAttention(Module):
         blocked = self.mask[start:end, :end]  # (t, start + t)
         if self.use_sdpa:
             p = self.dropout_p if self.training else 0.0
-            if start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
+            flash = getattr(self.B.F, "flash_attention", None) if self.flash else None  # numpy/cupy only
+            if start == 0 and flash is not None:
+                context = flash(queries, keys, values, dropout_p=p, is_causal=True)
+            elif start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
                 context = self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True)
             elif num_tokens == 1:  # one new query may attend to every cached key: no mask at all
                 context = self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p)

@@ -16,8 +16,10 @@ import numpy as np
 from . import random as _random
 from .kernels import attention as _attn
 from .kernels import dropout as _drop
+from .kernels import flash_attention as _flash
 from .kernels import gelu as _gelu
 from .kernels import layer_norm as _ln
+from .kernels import matmul as _mm
 from .kernels import softmax as _sm
 from .tensor import Function, Tensor, _dims, get_array_module
 
@@ -52,7 +54,7 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
         # one 2-D GEMM over all rows: NumPy runs (b, t, in) @ (in, out) as b separate, slower products
-        out = x.reshape(-1, x.shape[-1]) @ w.T  # (N, out)
+        out = _mm.matmul(x.reshape(-1, x.shape[-1]), w.T)  # (N, out)
         if b is not None:
             out += b
         return out.reshape(x.shape[:-1] + (w.shape[0],))  # (..., out)
@@ -60,8 +62,8 @@ class Linear(Function):
     def backward(self, g):
         px, pw = self.parents[:2]
         g2 = g.reshape(-1, g.shape[-1])  # (N, out): every leading dim is a row
-        dx = (g2 @ self.w).reshape(self.x.shape) if px.requires_grad else None  # (..., in)
-        dw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if pw.requires_grad else None  # (out, in)
+        dx = _mm.matmul(g2, self.w).reshape(self.x.shape) if px.requires_grad else None  # (..., in)
+        dw = _mm.matmul(g2.T, self.x.reshape(-1, self.x.shape[-1])) if pw.requires_grad else None  # (out, in)
         if len(self.parents) == 2:
             return dx, dw
         return dx, dw, (g2.sum(axis=0) if self.parents[2].requires_grad else None)
@@ -87,9 +89,14 @@ class Embedding(Function):
         xp = get_array_module(g)
         dw = xp.zeros(self.shape, dtype=g.dtype)
         ids, g2 = self.ids.reshape(-1), g.reshape(-1, self.shape[1])  # (N,), (N, d)
-        if xp is np:
-            np.add.at(dw, ids, g2)
-        else:
+        if xp is np and ids.size:
+            # a segment sum over the ids in sorted order (stable: each row's terms are added in the order that
+            # np.add.at would add them, so the result is the same) instead of np.add.at's slow per-row loop
+            order = np.argsort(ids, kind="stable")
+            sid = ids[order]
+            starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+            dw[sid[starts]] = np.add.reduceat(g2[order], starts, axis=0)
+        elif xp is not np:
             import cupyx
 
             cupyx.scatter_add(dw, ids, g2)
@@ -146,10 +153,15 @@ class GELU(Function):
     """GELU, exact (erf) or tanh-approximated; the math is in kernels/gelu.py."""
 
     def forward(self, x, approximate):
-        self.x, self.tanh = x, approximate == "tanh"
+        self.x, self.tanh, self.th = x, approximate == "tanh", None
+        if self.tanh and isinstance(x, np.ndarray):  # the fast in-place pair; CuPy keeps the reference one
+            out, self.th = _gelu.gelu_tanh_forward_inplace(x)
+            return out
         return _gelu.gelu_tanh_forward(x) if self.tanh else _gelu.gelu_erf_forward(x)
 
     def backward(self, g):
+        if self.th is not None:
+            return (_gelu.gelu_tanh_backward_inplace(g, self.x, self.th),)
         return ((_gelu.gelu_tanh_backward if self.tanh else _gelu.gelu_erf_backward)(g, self.x),)
 
 
@@ -211,7 +223,7 @@ class CrossEntropy(Function):
         return loss
 
     def backward(self, g):
-        return (_sm.cross_entropy_backward(g, self.saved),)
+        return (_sm.cross_entropy_backward(g, self.saved, consume=self.consume),)
 
 
 def _ce_rows(input: Any, target: Any, ignore_index: int):
@@ -333,6 +345,31 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     return Attention.apply(q, k, v, attn_mask=mask, is_causal=is_causal, scale=s, keep=keep, p=dropout_p)
 
 
+class FlashAttention(Function):
+    """Memory-efficient attention (tiled, online softmax, recomputed in backward); kernels/flash_attention.py."""
+
+    def forward(self, q, k, v, is_causal, scale, p, seed):
+        out, self.saved = _flash.flash_attention_forward(q, k, v, is_causal, scale, p, seed)
+        return out
+
+    def backward(self, g):
+        return _flash.flash_attention_backward(g, self.saved)
+
+
+def flash_attention(query: Tensor, key: Tensor, value: Tensor, dropout_p: float = 0.0, is_causal: bool = False,
+                    scale: float | None = None) -> Tensor:
+    """scaled_dot_product_attention computed by the FlashAttention algorithm (Dao et al. 2022): the same values,
+    but only O(T·hd) per head is kept for backward instead of the (Tq, Tk) probabilities. No attn_mask; the
+    dropout masks are drawn per tile (from a seed taken from `tinytensor.random`), so they differ from the plain
+    kernel's for the same seed."""
+    q, k, v, _, s, _ = _attention_args(query, key, value, None, 0.0, scale)
+    _check_p(dropout_p, "dropout_p")
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2]:
+        raise ValueError(f"flash_attention needs equal batch shapes, got {q.shape}, {k.shape}, {v.shape}")
+    seed = int(_random.generator().integers(2**62)) if dropout_p > 0 else 0
+    return FlashAttention.apply(q, k, v, is_causal=is_causal, scale=s, p=dropout_p, seed=seed)
+
+
 # ---------------------------------------------------------------- composites (primitive ops only)
 def softmax_composite(input: Tensor, dim: int) -> Tensor:
     """softmax from primitives: e = exp(x − max), e / Σe (max is a constant: the shift cancels in the ratio)."""
@@ -417,6 +454,6 @@ def attention_composite(query: Tensor, key: Tensor, value: Tensor, attn_mask: An
 
 
 __all__ = ["linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout",
-           "scaled_dot_product_attention", "attention_composite", "layer_norm_composite", "gelu_composite",
-           "softmax_composite", "log_softmax_composite", "cross_entropy_composite", "Linear", "Embedding",
+           "scaled_dot_product_attention", "flash_attention", "FlashAttention", "attention_composite",
+           "layer_norm_composite", "gelu_composite", "softmax_composite", "log_softmax_composite", "cross_entropy_composite", "Linear", "Embedding",
            "LayerNorm", "GELU", "Softmax", "LogSoftmax", "CrossEntropy", "Dropout", "Attention"]

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .kernels import matmul as _mm
 from .tensor import Function, Tensor, _dims, _pair, get_array_module, is_grad_enabled
 
 
@@ -70,7 +71,7 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return _mm.matmul(a, b)
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -83,11 +84,11 @@ class MatMul(Function):
             g2 = g2[..., None, :]
         da = db = None
         if self.parents[0].requires_grad:
-            da = g2 @ b2.swapaxes(-1, -2)
+            da = _mm.matmul(g2, b2.swapaxes(-1, -2))
             if a.ndim == 1:  # (..., 1, n): sum the batch copies of the vector
                 da = da.reshape(-1, a.shape[0]).sum(axis=0)
         if self.parents[1].requires_grad:
-            db = a2.swapaxes(-1, -2) @ g2
+            db = _mm.matmul(a2.swapaxes(-1, -2), g2)
             if b.ndim == 1:  # (..., n, 1)
                 db = db.reshape(-1, b.shape[0]).sum(axis=0)
         return da, db

@@ -2,15 +2,19 @@
 
 AdamW follows Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (2019), Algorithm 2, in the exact
 form of torch.optim.AdamW's single-tensor path (decay first, then the bias-corrected Adam step), so ten steps in
-float64 agree with torch to rounding. Each parameter gets one scratch buffer at construction, so a step
-allocates nothing. Parameter groups are dicts as in torch (`opt.param_groups[0]["lr"] = ...` changes the rate).
+float64 agree with torch to rounding. On NumPy, AdamW keeps parameters, gradients and moments in one flat buffer
+each (`FlatBuffers`), so a step is a handful of cache-blocked passes and allocates nothing. Parameter groups are
+dicts as in torch (`opt.param_groups[0]["lr"] = ...` changes the rate).
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable
 
-from .tensor import Tensor, get_array_module
+import numpy as np
+
+from .kernels.adamw import adamw_update, adamw_update_blocked
+from .tensor import Parameter, Tensor, get_array_module
 
 
 class Optimizer:
@@ -119,15 +123,67 @@ class SGD(Optimizer):
                 p.data -= lr * g
 
 
+class FlatBuffers:
+    """One contiguous array each for a group's parameters, gradients and AdamW moments; every tensor is a view.
+
+    Built once: each parameter's values are copied into `params` and `p.data` becomes its view (so in-place updates
+    of the flat array are updates of the parameters); `p.grad_buffer` is its view of `grads`, which backward fills
+    instead of allocating. The optimizer step is then a few vectorised passes over four arrays.
+    """
+
+    def __init__(self, params: list[Tensor]):
+        dtype = params[0].data.dtype
+        n = sum(p.data.size for p in params)
+        self.params = np.empty(n, dtype=dtype)
+        self.grads = np.zeros(n, dtype=dtype)
+        self.exp_avg = np.zeros(n, dtype=dtype)
+        self.exp_avg_sq = np.zeros(n, dtype=dtype)
+        self.views: dict[int, tuple[Any, Any, Any, Any]] = {}  # id(p) -> (param, grad, exp_avg, exp_avg_sq) views
+        off = 0
+        for p in params:
+            size, shape = p.data.size, p.data.shape
+            pv, gv, mv, vv = (a[off:off + size].reshape(shape) for a in
+                              (self.params, self.grads, self.exp_avg, self.exp_avg_sq))
+            pv[...] = p.data
+            p.data = pv
+            if p.grad is not None:
+                gv[...] = p.grad.data
+                p.grad = Tensor(gv)
+            p.grad_buffer = gv
+            self.views[id(p)] = (pv, gv, mv, vv)
+            off += size
+
+    @staticmethod
+    def supports(params: list[Tensor]) -> bool:
+        """True when the params can share flat NumPy buffers: Parameters, one float dtype, on the CPU."""
+        return (bool(params) and all(isinstance(p, Parameter) and isinstance(p.data, np.ndarray) for p in params)
+                and len({p.data.dtype for p in params}) == 1 and params[0].data.dtype.kind == "f")
+
+    def in_use(self, params: list[Tensor]) -> bool:
+        """True when every parameter still lives in the buffer and backward wrote every gradient into it."""
+        for p in params:
+            pv, gv, _, _ = self.views[id(p)]
+            if p.data is not pv or p.grad is None or p.grad.data is not gv:
+                return False
+        return True
+
+
 class AdamW(Optimizer):
     """Adam with decoupled weight decay, exactly torch.optim.AdamW (amsgrad=False, maximize=False).
 
     p ← p·(1 − lr·λ);  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
     p ← p − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε).
+
+    `flat=True` (NumPy parameters only) moves each group's parameters, gradients and moments into one contiguous
+    buffer each (`FlatBuffers`), and a step is the cache-blocked, threaded kernel over them
+    (kernels/adamw.py: bit-identical to the per-tensor path). The parameters' `.data` become views into the buffer,
+    and backward writes gradients into it: a gradient tensor kept across `zero_grad()` is overwritten by the next
+    backward, as with torch's `zero_grad(set_to_none=False)`. A step where some parameter has no gradient, or
+    where a parameter was given a new array, falls back to the per-tensor path, with torch's semantics.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+                 weight_decay: float = 0.01, flat: bool = True):
         if not lr >= 0:
             raise ValueError(f"invalid learning rate lr={lr}; it must be >= 0")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -135,43 +191,56 @@ class AdamW(Optimizer):
         if not eps >= 0 or not weight_decay >= 0:
             raise ValueError(f"invalid eps={eps} or weight_decay={weight_decay}; both must be >= 0")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self.flat = [FlatBuffers(g["params"]) if flat and FlatBuffers.supports(g["params"]) else None
+                     for g in self.param_groups]
+        self._views = {pid: v for fb in self.flat if fb is not None for pid, v in fb.views.items()}
 
     def _state(self, p: Tensor) -> dict[str, Any]:
         st = self.state.get(id(p))
         if st is None:
-            xp = get_array_module(p.data)
-            st = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
-        if "scratch" not in st:  # not saved in state_dict: rebuilt after a load
-            st["scratch"] = get_array_module(p.data).empty_like(p.data)
+            views = self._views.get(id(p))
+            if views is not None:  # the moments are views into the group's flat buffers
+                views[2][...] = 0
+                views[3][...] = 0
+                st = self.state[id(p)] = {"step": 0, "exp_avg": views[2], "exp_avg_sq": views[3]}
+            else:
+                xp = get_array_module(p.data)
+                st = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
+                                          "exp_avg_sq": xp.zeros_like(p.data)}
         return st
 
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """As Optimizer.load_state_dict; the loaded moments are copied into the flat buffers where there are some."""
+        super().load_state_dict(sd)
+        for pid, st in self.state.items():
+            views = self._views.get(pid)
+            if views is not None:
+                for key, view in (("exp_avg", views[2]), ("exp_avg_sq", views[3])):
+                    if key in st:
+                        view[...] = st[key]
+                        st[key] = view
+
     def step(self) -> None:
-        for grp in self.param_groups:
+        for grp, fb in zip(self.param_groups, self.flat):
             lr, (b1, b2), eps, wd = grp["lr"], grp["betas"], grp["eps"], grp["weight_decay"]
-            for p in grp["params"]:
+            params = grp["params"]
+            if fb is not None and fb.in_use(params):
+                states = [self._state(p) for p in params]
+                if len({st["step"] for st in states}) == 1:  # one bias correction for the whole buffer
+                    t = states[0]["step"] + 1
+                    for st in states:
+                        st["step"] = t
+                    adamw_update_blocked(fb.params, fb.grads, fb.exp_avg, fb.exp_avg_sq, lr, b1, b2, eps, wd, t)
+                    continue
+            for p in params:
                 if p.grad is None:
                     continue
-                xp = get_array_module(p.data)
-                g, st = p.grad.data, self._state(p)
-                m, v, tmp = st["exp_avg"], st["exp_avg_sq"], st["scratch"]
+                st = self._state(p)
+                if "scratch" not in st:  # not saved in state_dict: rebuilt after a load
+                    st["scratch"] = get_array_module(p.data).empty_like(p.data)
                 st["step"] += 1
-                t = st["step"]
-                if wd:
-                    p.data *= 1 - lr * wd                 # decoupled decay, before the Adam step (torch's order)
-                xp.subtract(g, m, out=tmp)               # m ← m + (1−β₁)(g − m), torch's lerp_
-                tmp *= 1 - b1
-                m += tmp
-                v *= b2                                  # v ← β₂v + (1−β₂)g², torch's addcmul_
-                xp.multiply(g, g, out=tmp)
-                tmp *= 1 - b2
-                v += tmp
-                bc1, bc2_sqrt = 1 - b1 ** t, math.sqrt(1 - b2 ** t)
-                xp.sqrt(v, out=tmp)                      # denom = √v / √(1−β₂ᵗ) + ε
-                tmp /= bc2_sqrt
-                tmp += eps
-                xp.divide(m, tmp, out=tmp)
-                tmp *= lr / bc1
-                p.data -= tmp
+                adamw_update(p.data, p.grad.data, st["exp_avg"], st["exp_avg_sq"], st["scratch"], lr, b1, b2, eps,
+                             wd, st["step"])
 
 
 def clip_grad_norm(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> float:

@@ -64,7 +64,11 @@ class Function:
     """One differentiable operation: `forward` on arrays, `backward(grad)` -> one gradient (or None) per parent.
 
     Non-tensor arguments (axes, shapes, constants) arrive as keywords and are kept on `self` for backward.
+    `consume` is True while backward runs for the last time (the engine frees the graph right after, no
+    retain_graph): a backward may then overwrite its saved arrays in place instead of copying them.
     """
+
+    consume = False
 
     def __init__(self, *parents: "Tensor"):
         self.parents = parents
@@ -212,10 +216,16 @@ class Tensor:
                                    "pass retain_graph=True to the first backward() to call it again")
             if ctx is None:  # a leaf: accumulate (a leaf used twice has already had both contributions summed)
                 if node.grad is None:
-                    node.grad = Tensor(g.copy())
+                    buf = getattr(node, "grad_buffer", None)  # a view into an optimizer's flat gradient buffer
+                    if buf is not None and buf.shape == g.shape and buf.dtype == g.dtype:
+                        buf[...] = g
+                        node.grad = Tensor(buf)
+                    else:
+                        node.grad = Tensor(g.copy())
                 else:
                     node.grad.data += g
                 continue
+            ctx.consume = not retain_graph
             pgrads = ctx.backward(g)
             for p, pg in zip(ctx.parents, pgrads):
                 if pg is None or not p.requires_grad:
@@ -381,12 +391,17 @@ def _dims(dim, ndim: int) -> tuple[int, ...] | None:
 
 
 class Parameter(Tensor):
-    """A leaf tensor that a Module owns and an optimizer updates (tinytensor's torch.nn.Parameter)."""
+    """A leaf tensor that a Module owns and an optimizer updates (tinytensor's torch.nn.Parameter).
 
-    __slots__ = ()
+    `grad_buffer`: None, or a preallocated array (a view into an optimizer's flat gradient buffer) that backward
+    writes this parameter's gradient into instead of allocating a new one.
+    """
+
+    __slots__ = ("grad_buffer",)
 
     def __init__(self, data: Any, requires_grad: bool = True):
         super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+        self.grad_buffer = None
 
     def __repr__(self) -> str:
         return f"Parameter({self.data!r})"

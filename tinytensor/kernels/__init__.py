@@ -3,6 +3,10 @@
 Each forward returns its output plus whatever backward needs; each backward is derived by hand, with the equation
 in its docstring and the terms of the derivation cited in comments (after llm.c's `layernorm_backward`). They know
 nothing of `Tensor`; `tinytensor.functional` wraps each pair in a `Function` for autograd.
+
+Speed paths, each beside its plain reference: `flash_attention.py` (tiled FlashAttention pair), `adamw.py` (the
+per-tensor update and its cache-blocked twin over flat buffers), `matmul.py` (single-threaded BLAS calls split
+over `threads.py`'s pool), and the in-place GELU pair in `gelu.py`.
 """
 from .attention import attention_backward, attention_forward
 from .dropout import dropout_backward, dropout_forward

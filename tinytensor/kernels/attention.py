@@ -26,6 +26,7 @@ import numpy as np
 
 from ..tensor import get_array_module
 from .dropout import keep_scale
+from .matmul import matmul
 
 
 def causal_mask(tq: int, tk: int, xp) -> Any:
@@ -43,7 +44,7 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     xp = get_array_module(q)
     tq, tk = q.shape[-2], k.shape[-2]
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    scores = q @ k.swapaxes(-1, -2)  # (..., Tq, Tk)
+    scores = matmul(q, k.swapaxes(-1, -2))  # (..., Tq, Tk)
     scores *= s
     allowed = causal_mask(tq, tk, xp) if is_causal else None
     if attn_mask is not None:
@@ -67,7 +68,7 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     pd = probs
     if dropout_keep is not None:
         pd = probs * (dropout_keep * probs.dtype.type(keep_scale(dropout_p)))  # P̃ = P ⊙ D / (1 − p)
-    out = pd @ v  # (..., Tq, hv)
+    out = matmul(pd, v)  # (..., Tq, hv)
     saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p}
     return out, saved
 
@@ -78,8 +79,8 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     q, k, v, probs, s, keep = saved["q"], saved["k"], saved["v"], saved["probs"], saved["scale"], saved["keep"]
     drop = None if keep is None else keep * probs.dtype.type(keep_scale(saved["p"]))  # D / (1 − p)
     pd = probs if drop is None else probs * drop  # P̃
-    dv = pd.swapaxes(-1, -2) @ dout  # dV = P̃ᵀ dO
-    dp = dout @ v.swapaxes(-1, -2)  # dP̃ = dO Vᵀ
+    dv = matmul(pd.swapaxes(-1, -2), dout)  # dV = P̃ᵀ dO
+    dp = matmul(dout, v.swapaxes(-1, -2))  # dP̃ = dO Vᵀ
     if drop is not None:
         dp *= drop  # dP = dP̃ ⊙ D / (1 − p)
     # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place
@@ -87,6 +88,6 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     dp *= probs
     ds = dp
     ds *= s  # fold the scale into dS once instead of into both dQ and dK
-    dq = ds @ k  # dQ = s·dS K
-    dk = ds.swapaxes(-1, -2) @ q  # dK = s·dSᵀ Q
+    dq = matmul(ds, k)  # dQ = s·dS K
+    dk = matmul(ds.swapaxes(-1, -2), q)  # dK = s·dSᵀ Q
     return dq, dk, dv

@@ -6,6 +6,9 @@ tanh approximation (the book's ch. 4 `GELU`, torch's approximate="tanh"), with c
 
 exact (torch's approximate="none"), with Φ the standard normal CDF and φ its density:
     out = x·Φ(x) = ½·x·(1 + erf(x/√2)),   dout/dx = Φ(x) + x·φ(x),  φ(x) = e^(−x²/2)/√(2π)
+
+`gelu_tanh_forward_inplace` / `gelu_tanh_backward_inplace` are the fast NumPy pair the engine uses: the same
+formulas with no temporaries beyond one or two arrays, tanh u saved instead of recomputed, split across threads.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import math
 import numpy as np
 
 from ..tensor import get_array_module
+from .threads import run_chunks
 
 _C = math.sqrt(2.0 / math.pi)  # kept as a Python float so float32 inputs stay float32
 _K = 0.044715
@@ -35,6 +39,58 @@ def gelu_tanh_backward(dout, x):
     # term 1: d/dx of ½x with (1 + tanh u) held fixed;  term 2: ½x · sech²u · du/dx
     dx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (_C * (1.0 + 3.0 * _K * x * x))
     dx *= dout
+    return dx
+
+
+def gelu_tanh_forward_inplace(x) -> tuple:
+    """gelu_tanh_forward with one temporary, split across the thread pool; returns (out, tanh u) for backward.
+
+    Same formula, regrouped as u = x·(c + c·k·x²) so every step is an in-place pass over one array.
+    """
+    x = np.ascontiguousarray(x)  # flat views below need C order
+    out = np.empty(x.shape, dtype=x.dtype)
+    th = np.empty(x.shape, dtype=x.dtype)
+    xf, of, tf = x.reshape(-1), out.reshape(-1), th.reshape(-1)
+
+    def work(lo: int, hi: int) -> None:
+        xs, t, o = xf[lo:hi], tf[lo:hi], of[lo:hi]
+        np.multiply(xs, xs, out=t)
+        t *= _C * _K
+        t += _C
+        t *= xs                 # u = c·(x + k·x³)
+        np.tanh(t, out=t)       # tanh u, kept for backward
+        np.add(t, 1.0, out=o)
+        o *= xs
+        o *= 0.5                # ½·x·(1 + tanh u)
+
+    run_chunks(work, xf.shape[0], xf.shape[0], align=4096)
+    return out, th
+
+
+def gelu_tanh_backward_inplace(dout, x, th):
+    """gelu_tanh_backward from the saved tanh u (no recomputation), two temporaries, across the thread pool."""
+    x = np.ascontiguousarray(x)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    tmp = np.empty(x.shape, dtype=x.dtype)
+    xf, tf, df, of, mf = x.reshape(-1), th.reshape(-1), dx.reshape(-1), np.ascontiguousarray(dout).reshape(-1), \
+        tmp.reshape(-1)
+
+    def work(lo: int, hi: int) -> None:
+        xs, t, d, g, m = xf[lo:hi], tf[lo:hi], df[lo:hi], of[lo:hi], mf[lo:hi]
+        np.multiply(xs, xs, out=m)
+        m *= 3.0 * _C * _K
+        m += _C                 # du/dx = c·(1 + 3k·x²)
+        np.multiply(t, t, out=d)
+        np.subtract(1.0, d, out=d)
+        d *= m
+        d *= xs
+        d *= 0.5                # term 2: ½x · sech²u · du/dx
+        np.multiply(t, 0.5, out=m)
+        d += m
+        d += 0.5                # term 1: ½·(1 + tanh u)
+        d *= g
+
+    run_chunks(work, xf.shape[0], xf.shape[0], align=4096)
     return dx
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..tensor import get_array_module
+from .threads import run_chunks
 
 
 def softmax_forward(x, axis: int = -1):
@@ -55,14 +58,23 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, reduction: 
     n = logits.shape[0]
     keep = targets != ignore_index
     safe = xp.where(keep, targets, 0)  # ignored rows read column 0; their weight below is 0
-    rows = xp.arange(n)
-    probs = logits - logits.max(axis=1, keepdims=True)  # (N, C) shifted logits x − m
-    picked = probs[rows, safe]  # x_t − m, read before exp overwrites the array
-    xp.exp(probs, out=probs)
-    sums = probs.sum(axis=1)
-    losses = xp.log(sums) - picked  # log Σ e^(x − m) − (x_t − m)
+    probs = xp.empty(logits.shape, dtype=logits.dtype)  # (N, C), becomes the softmax, kept for backward
+    losses = xp.empty(n, dtype=logits.dtype)
+
+    def rows(lo: int, hi: int) -> None:  # every row is independent: row blocks run on the thread pool
+        p, r = probs[lo:hi], xp.arange(hi - lo)
+        xp.subtract(logits[lo:hi], logits[lo:hi].max(axis=1, keepdims=True), out=p)  # shifted logits x − m
+        picked = p[r, safe[lo:hi]]  # x_t − m, read before exp overwrites the array
+        xp.exp(p, out=p)
+        sums = p.sum(axis=1)
+        losses[lo:hi] = xp.log(sums) - picked  # log Σ e^(x − m) − (x_t − m)
+        p /= sums[:, None]
+
+    if xp is np:
+        run_chunks(rows, n, logits.size)
+    else:
+        rows(0, n)
     losses *= keep
-    probs /= sums[:, None]  # softmax, kept for backward
     dt = logits.dtype.type
     if reduction == "mean":
         n_kept = int(keep.sum())
@@ -78,11 +90,15 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, reduction: 
     return xp.asarray(loss), {"probs": probs, "targets": safe, "weight": weight, "reduction": reduction}
 
 
-def cross_entropy_backward(dloss, saved: dict):
-    """dlogits = (softmax − onehot(target)) · weight_r · dloss, with weight_r = keep_r / n_kept for "mean"."""
+def cross_entropy_backward(dloss, saved: dict, consume: bool = False):
+    """dlogits = (softmax − onehot(target)) · weight_r · dloss, with weight_r = keep_r / n_kept for "mean".
+
+    consume: this is the last use of `saved` (no retain_graph), so the probabilities are overwritten in place
+    instead of copied (one (N, C) array less: the logits of a GPT are the largest activation).
+    """
     xp = get_array_module(saved["probs"])
     probs, safe, weight = saved["probs"], saved["targets"], saved["weight"]
-    dlogits = probs.copy()  # copy: the saved probabilities must survive a retain_graph second backward
+    dlogits = probs if consume else probs.copy()
     dlogits[xp.arange(probs.shape[0]), safe] -= 1  # p − onehot(t)
     w = weight * dloss  # (N,): the upstream gradient per row ((N,) for "none", a scalar otherwise)
     dlogits *= w[:, None]  # ignored rows have weight 0

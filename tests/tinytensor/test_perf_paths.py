@@ -1,0 +1,158 @@
+"""The speed paths give the plain paths' results: flat AdamW buffers and the blocked kernel, the thread pool,
+the split matrix products. Checked against the reference kernels and torch (float64 ≤ 1e-10, float32 ≤ 1e-5)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tinytensor as tt
+import tinytensor.functional as F
+from tinytensor import optim
+from tinytensor.kernels import adamw as kadamw
+from tinytensor.kernels import matmul as kmatmul
+from tinytensor.kernels import threads
+
+
+@pytest.fixture
+def two_threads():
+    """Force the pool on (2 threads) and tiny thresholds, so small test arrays take the parallel code paths."""
+    before = (threads.get_num_threads(), threads.MIN_PARALLEL, kmatmul.PARALLEL_MACS, kmatmul.PARALLEL_GEMV)
+    threads.set_num_threads(2)
+    threads.MIN_PARALLEL = kmatmul.MIN_PARALLEL = kmatmul.PARALLEL_MACS = kmatmul.PARALLEL_GEMV = 1
+    yield
+    threads.set_num_threads(before[0])
+    threads.MIN_PARALLEL = kmatmul.MIN_PARALLEL = before[1]
+    kmatmul.PARALLEL_MACS, kmatmul.PARALLEL_GEMV = before[2:]
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.mark.parametrize("shapes", [((37, 19), (19, 23)), ((5, 19), (19, 300)), ((2, 3, 17, 8), (2, 3, 8, 11))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_split_matmul_equals_plain(two_threads, shapes, dtype):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
+    out = kmatmul.matmul(a, b)
+    assert out.dtype == dtype and out.shape == (a @ b).shape
+    assert _rel(out, a @ b) <= (1e-12 if dtype == np.float64 else 1e-6)
+
+
+def test_split_matmul_transposed_operand(two_threads):
+    rng = np.random.default_rng(1)
+    g, x = rng.standard_normal((40, 30)), rng.standard_normal((40, 20))
+    assert _rel(kmatmul.matmul(g.T, x), g.T @ x) <= 1e-12
+
+
+def test_run_chunks_covers_range_once(two_threads):
+    hits = np.zeros(1000, dtype=int)
+
+    def work(lo, hi):
+        hits[lo:hi] += 1
+
+    threads.run_chunks(work, 1000, 10**9, align=64)
+    assert (hits == 1).all()
+
+
+def test_single_threaded_blas_restores():
+    if kmatmul._BLAS is None:
+        pytest.skip("NumPy's OpenBLAS not found")
+    get, _ = kmatmul._BLAS
+    before = get()
+    with kmatmul.single_threaded_blas():
+        assert get() == 1
+    assert get() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocked_adamw_is_bit_identical_to_reference(two_threads, dtype):
+    rng = np.random.default_rng(2)
+    n = 10_000
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m, v = (rng.standard_normal(n).astype(dtype) ** 2 for _ in range(2))
+    ref = [a.copy() for a in (p, m, v)]
+    kadamw.adamw_update(ref[0], g, ref[1], ref[2], np.empty_like(p), 1e-3, 0.9, 0.95, 1e-8, 0.1, 7)
+    kadamw.adamw_update_blocked(p, g, m, v, 1e-3, 0.9, 0.95, 1e-8, 0.1, 7, block=256)
+    for ours, want in zip((p, m, v), ref):
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(ours, want)
+
+
+def _params(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [tt.Parameter(rng.standard_normal(s).astype(dtype)) for s in ((7, 5), (5,), (3, 4, 2))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flat_adamw_matches_plain_and_torch(two_threads, dtype):
+    flat, plain = _params(dtype), _params(dtype)
+    tparams = [torch.nn.Parameter(torch.tensor(p.data.copy())) for p in plain]
+    opt_flat = optim.AdamW(flat, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    opt_plain = optim.AdamW(plain, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1, flat=False)
+    opt_torch = torch.optim.AdamW(tparams, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    assert opt_flat.flat[0] is not None and opt_plain.flat[0] is None
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        for opt in (opt_flat, opt_plain, opt_torch):
+            opt.zero_grad()
+        for pf, pp, pt in zip(flat, plain, tparams):
+            w = rng.standard_normal(pf.shape).astype(dtype)
+            for p in (pf, pp):
+                (p * tt.Tensor(w)).sum().backward()
+            (pt * torch.tensor(w)).sum().backward()
+        assert opt_flat.flat[0].in_use(flat)  # backward wrote into the flat gradient buffer
+        for opt in (opt_flat, opt_plain, opt_torch):
+            opt.step()
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for pf, pp, pt in zip(flat, plain, tparams):
+        np.testing.assert_array_equal(pf.data, pp.data)  # same kernel, same order: bit-identical
+        assert _rel(pf.data, pt.detach().numpy()) <= tol
+    sd = opt_flat.state_dict()
+    assert sd["state"][0]["step"] == 5 and sd["state"][0]["exp_avg"].shape == (7, 5)
+
+
+def test_flat_adamw_params_are_views_and_skip_missing_grads():
+    ps = _params(np.float64)
+    values = [p.data.copy() for p in ps]
+    opt = optim.AdamW(ps, lr=0.1)
+    fb = opt.flat[0]
+    for p, v in zip(ps, values):
+        np.testing.assert_array_equal(p.data, v)
+        assert np.shares_memory(p.data, fb.params)
+    (ps[0] * 2.0).sum().backward()  # only the first parameter gets a gradient: torch skips the others
+    opt.step()
+    assert not np.array_equal(ps[0].data, values[0])
+    np.testing.assert_array_equal(ps[1].data, values[1])
+    np.testing.assert_array_equal(ps[2].data, values[2])
+
+
+def test_flat_adamw_load_state_dict_round_trip():
+    a, b = _params(np.float64), _params(np.float64)
+    oa, ob = optim.AdamW(a, lr=0.1), optim.AdamW(b, lr=0.1)
+    for p in a:
+        (p * p).sum().backward()
+    oa.step()
+    ob.load_state_dict(oa.state_dict())
+    for pa, pb in zip(a, b):
+        np.testing.assert_array_equal(oa.state[id(pa)]["exp_avg"], ob.state[id(pb)]["exp_avg"])
+        assert np.shares_memory(ob.state[id(pb)]["exp_avg"], ob.flat[0].exp_avg)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_and_attention_with_pool_match_torch(two_threads, dtype):
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((3, 9, 16)).astype(dtype), rng.standard_normal((12, 16)).astype(dtype)
+    q, k, v = (rng.standard_normal((2, 3, 9, 8)).astype(dtype) for _ in range(3))
+    dout = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    ours = [tt.Tensor(a, requires_grad=True) for a in (x, w, q, k, v)]
+    ref = [torch.tensor(a, requires_grad=True) for a in (x, w, q, k, v)]
+    F.linear(ours[0], ours[1]).sum().backward()
+    torch.nn.functional.linear(ref[0], ref[1]).sum().backward()
+    F.scaled_dot_product_attention(*ours[2:], is_causal=True).backward(tt.Tensor(dout))
+    torch.nn.functional.scaled_dot_product_attention(*ref[2:], is_causal=True).backward(torch.tensor(dout))
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for o, r in zip(ours, ref):
+        assert _rel(o.grad.data, r.grad.numpy()) <= tol
