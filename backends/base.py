@@ -71,8 +71,9 @@ class Backend(abc.ABC):
     # ---- training ----
     @abc.abstractmethod
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-              eps: float = 1e-8, weight_decay: float = 0.01) -> Any:
-        """An optimizer with torch.optim.AdamW's semantics (param groups as dicts allowed)."""
+              eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False) -> Any:
+        """An optimizer with torch.optim.AdamW's semantics (param groups as dicts allowed); `fused`: torch's
+        single-kernel update (tinytensor's AdamW already updates each tensor in one vectorised pass)."""
 
     @abc.abstractmethod
     def SGD(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0) -> Any:
@@ -99,8 +100,44 @@ class Backend(abc.ABC):
         """torch: an nn.Module view of `model` sharing its parameters (for compile/DDP); numpy/cupy: the model."""
 
     @abc.abstractmethod
+    def grad_scaler(self, enabled: bool = False) -> Any:
+        """A loss scaler for float16 autocast (torch.amp.GradScaler's scale/unscale_/step/update); disabled: a
+        pass-through with the same methods, so the trainer calls it unconditionally."""
+
+    @abc.abstractmethod
+    def compile(self, module: Any) -> tuple[Any, str | None]:
+        """(`module` compiled with torch.compile, None) where a compiler is available, else (`module`, a note
+        saying why it runs eagerly)."""
+
+    @abc.abstractmethod
+    def allow_tf32(self, enabled: bool = True) -> str | None:
+        """Let float32 matmuls use TF32 tensor cores (process-wide); a note when that has no effect here."""
+
+    @abc.abstractmethod
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); a no-op on the CPU."""
+
+
+class NullGradScaler:
+    """torch.amp.GradScaler's interface doing nothing: no scaling, step() is optimizer.step()."""
+
+    def is_enabled(self) -> bool:
+        return False
+
+    def scale(self, loss: Any) -> Any:
+        return loss
+
+    def unscale_(self, optimizer: Any) -> None:
+        return None
+
+    def step(self, optimizer: Any) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
 
 
 def check_dtype(dtype: str, allowed: Sequence[str], backend: str) -> str:

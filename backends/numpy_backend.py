@@ -9,7 +9,7 @@ import numpy as np
 import tinytensor as tt
 from tinytensor import optim
 
-from .base import Backend, check_dtype
+from .base import Backend, NullGradScaler, check_dtype
 
 
 class NumpyBackend(Backend):
@@ -80,7 +80,8 @@ class NumpyBackend(Backend):
         return tt.where(cond, a, b)
 
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-              eps: float = 1e-8, weight_decay: float = 0.01) -> optim.AdamW:
+              eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False) -> optim.AdamW:
+        # `fused` changes nothing here: tinytensor's AdamW already updates each tensor in one vectorised pass
         return optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def SGD(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
@@ -106,6 +107,20 @@ class NumpyBackend(Backend):
 
     def module(self, model: Any) -> Any:
         return model
+
+    def grad_scaler(self, enabled: bool = False) -> NullGradScaler:
+        if enabled:
+            raise ValueError(f"loss scaling serves float16 autocast, which the {self.name} backend does not have; "
+                             f"use --backend torch with --autocast float16, or drop the grad scaler")
+        return NullGradScaler()
+
+    def compile(self, module: Any) -> tuple[Any, str | None]:
+        return module, (f"torch.compile is unavailable on the {self.name} backend (it compiles torch graphs): "
+                        f"running eagerly; use --backend torch to compile")
+
+    def allow_tf32(self, enabled: bool = True) -> str | None:
+        return (f"TF32 matmuls are a torch CUDA option; the {self.name} backend computes in {self.dtype_name}"
+                if enabled else None)
 
     def synchronize(self) -> None:
         return None

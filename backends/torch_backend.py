@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import shutil
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -89,8 +91,10 @@ class TorchBackend(Backend):
         return self.torch.where(cond, a, b)
 
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-              eps: float = 1e-8, weight_decay: float = 0.01):
-        return self.torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+              eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False):
+        # fused=None (not False) lets torch pick its default foreach implementation when fusion is not asked for
+        return self.torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      fused=True if fused else None)
 
     def SGD(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0):
         return self.torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -112,6 +116,42 @@ class TorchBackend(Backend):
 
     def module(self, model: Any):
         return TorchModuleView.wrap(self.torch, model, self)
+
+    def grad_scaler(self, enabled: bool = False):
+        # torch.amp.GradScaler(enabled=False) is itself the pass-through, so both cases are torch's own object
+        return self.torch.amp.GradScaler(self.device.split(":")[0], enabled=bool(enabled))
+
+    def compile(self, module: Any) -> tuple[Any, str | None]:
+        missing = self._compiler_missing()
+        if missing:
+            return module, f"torch.compile is unavailable ({missing}): running eagerly"
+        try:
+            return self.torch.compile(module), None
+        except RuntimeError as e:   # e.g. a Python version this torch cannot compile for
+            return module, f"torch.compile is unavailable ({e}): running eagerly"
+
+    def _compiler_missing(self) -> str | None:
+        """Why Inductor could not build kernels here (None if it can): Triton on CUDA, a C++ compiler on the CPU."""
+        if self.device.startswith("cuda"):
+            return None if importlib.util.find_spec("triton") else "no Triton for CUDA kernels: pip install triton"
+        cxx = self._cpp_compiler()
+        return None if cxx and shutil.which(cxx) else "no C++ compiler for CPU kernels: install g++ or set CXX"
+
+    def _cpp_compiler(self) -> str | None:
+        try:
+            from torch._inductor import cpp_builder
+
+            return cpp_builder.get_cpp_compiler()
+        except Exception:   # a private helper: any failure means we cannot tell, so look for the usual name
+            return "g++"
+
+    def allow_tf32(self, enabled: bool = True) -> str | None:
+        # process-wide switches (torch.backends), as in nanoGPT's train.py
+        self.torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+        self.torch.backends.cudnn.allow_tf32 = bool(enabled)
+        if enabled and not self.device.startswith("cuda"):
+            return "TF32 applies to CUDA matmuls only; it has no effect on the CPU"
+        return None
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import math
+import os
 import sys
 import time
 import urllib.error
@@ -82,7 +83,8 @@ def _positive(kind: type, allow_zero: bool = False) -> Callable[[str], Any]:
 
 # TrainConfig fields settable from the command line (flag name = field name with dashes)
 _TRAIN_FLAGS = ("max_steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "beta2",
-                "grad_clip", "eval_interval", "eval_iters", "keep_last", "sample_prompt")
+                "grad_clip", "eval_interval", "eval_iters", "keep_last", "sample_prompt", "autocast", "peak_flops")
+_TRAIN_SWITCHES = ("compile", "tf32", "fused_adamw")   # store_true flags: only a given one changes the config
 _MODEL_FLAGS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate")
 
 
@@ -123,6 +125,19 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--sample-prompt", metavar="TEXT", help="prompt of the sample printed at each evaluation")
     e.add_argument("--no-plot", action="store_true", help="do not write loss.png")
     e.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    f = p.add_argument_group("full scale (torch backend; see gpt/train.py, gpt/distributed.py, gpt/flops.py)")
+    f.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager, saying so)")
+    f.add_argument("--autocast", choices=("bfloat16", "float16"), help="mixed precision: float32 master weights, "
+                                                                       "forward in this dtype (float16 adds a grad scaler)")
+    f.add_argument("--tf32", action="store_true", help="TF32 tensor cores for float32 matmuls (CUDA)")
+    f.add_argument("--fused-adamw", action="store_true", help="torch's fused AdamW kernel")
+    f.add_argument("--tie-weights", action="store_true", help="the output head shares the token embedding (GPT-2)")
+    f.add_argument("--pad-vocab", type=_positive(int), metavar="M", help="pad the vocabulary rows to a multiple "
+                                                                         "of M (64 on GPUs); padding ids are never used")
+    f.add_argument("--peak-flops", type=_positive(float), metavar="F", help="device peak FLOP/s for MFU "
+                                                                          "(default: gpt.flops.PEAK_FLOPS; n/a on CPU)")
+    f.add_argument("--dist-backend", choices=("nccl", "gloo"), help="under torchrun: nccl (GPUs, default there) "
+                                                                    "or gloo (CPU, default there)")
     add_common_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -136,6 +151,7 @@ def _train_config(args: argparse.Namespace, base: dict | None = None) -> Any:
         updates["seed"] = args.seed
     if args.no_plot:
         updates["plot"] = False
+    updates.update({name: True for name in _TRAIN_SWITCHES if getattr(args, name, False)})
     for name, value in updates.items():
         setattr(cfg, name, value)
     return cfg.validate()
@@ -160,19 +176,40 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> dict:
     if not 0 <= cfg["drop_rate"] < 1:
         raise ValueError(f"--drop-rate {cfg['drop_rate']} must be in [0, 1)")
     cfg["vocab_size"] = vocab_size
+    if args.tie_weights:
+        cfg["tie_weights"] = True
+    if args.pad_vocab:
+        cfg["pad_vocab_multiple"] = args.pad_vocab
     return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from gpt import distributed
+
+    # under torchrun each process drives the GPU of its LOCAL_RANK; rank 0 alone prints (library code never does)
+    env = distributed.launch_env(os.environ)
+    if env is not None and env.world_size > 1 and str(args.device or "").startswith("cuda"):
+        args.device = f"cuda:{env.local_rank}"
+    B = make_backend(args)
+    dist = distributed.setup(B, os.environ, args.dist_backend)
+    try:
+        return _train(args, B, dist, _say if dist.rank == 0 else (lambda *parts: None))
+    finally:
+        dist.close()
+
+
+def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None]) -> int:
+    """`tinygpt train` in one process of a (possibly distributed) run; `_say` prints on rank 0 only."""
     import numpy as np
 
-    from gpt import corpus
+    from gpt import corpus, prepare
     from gpt.checkpoint import read_checkpoint, read_index
     from gpt.model import GPTModel
     from gpt.train import Trainer
 
     out = Path(args.out)
-    B = make_backend(args)
     # a diverging run overflows before the NaN guard stops it: its one-line error says more than NumPy's warnings
     warnings.filterwarnings("ignore", category=RuntimeWarning, message="(overflow|invalid value)")
     if args.resume:
@@ -185,39 +222,59 @@ def cmd_train(args: argparse.Namespace) -> int:
         tok_spec = state.state["tokenizer"]
         model_cfg = state.state["model_config"]
         cfg = _train_config(args, state.state["train_config"])
-        data = corpus.load_corpus(args.data or state.state["data"]["source"])
+        data = _load_data(args.data or state.state["data"]["source"])
     else:
         if read_index(out).get("latest"):
             raise ValueError(f"{out} already holds a training run; pass --resume to continue it, or choose "
                              f"another --out")
         cfg = _train_config(args)
         model_cfg = _model_config(args, 0)      # checked before the (slower) data and tokenizer work
-        data = corpus.load_corpus(args.data)
-        kind = args.tokenizer or ("gpt2" if data.ids is not None else "bpe")
-        if args.vocab_size is not None and kind != "bpe":
+        data = _load_data(args.data)
+        shard_tok = prepare.read_meta(data.source)["tokenizer"] if prepare.is_shard_dir(data.source) else None
+        kind = (shard_tok or {}).get("kind") or args.tokenizer or ("gpt2" if data.ids is not None else "bpe")
+        if shard_tok and args.tokenizer not in (None, kind):
+            raise ValueError(f"{data.source} was prepared with the {kind} tokenizer; drop --tokenizer {args.tokenizer}")
+        if args.vocab_size is not None and (kind != "bpe" or shard_tok):
             raise ValueError(f"--vocab-size applies to --tokenizer bpe only (the {kind} tokenizer has a fixed "
                              f"vocabulary)")
         t0 = time.perf_counter()
-        tokenizer, tok_spec = corpus.build_tokenizer(kind, data.text, args.vocab_size or 1024)
-        if kind == "bpe":
+        if shard_tok:
+            tokenizer, tok_spec = corpus.load_tokenizer(shard_tok, data.source), shard_tok
+        else:
+            tokenizer, tok_spec = corpus.build_tokenizer(kind, data.text, args.vocab_size or 1024)
+        if kind == "bpe" and not shard_tok:
             _say(f"trained a BPE tokenizer ({tokenizer.n_vocab} tokens) in {time.perf_counter() - t0:.1f} s")
         model_cfg["vocab_size"] = tokenizer.n_vocab
-    ids = corpus.tokenize(data, tokenizer)
-    if len(ids) and int(np.max(ids)) >= model_cfg["vocab_size"]:
-        raise ValueError(f"the data holds token id {int(np.max(ids))}, outside the {tok_spec['kind']} tokenizer's "
-                         f"{model_cfg['vocab_size']} ids; pick the --tokenizer that made the token file")
-    train_ids, val_ids = corpus.split_train_val(ids, cfg.val_fraction)
+    if prepare.is_shard_dir(data.source):
+        # memory-mapped shards: windows are read from disk as batches ask for them
+        meta = prepare.read_meta(data.source)
+        if meta["vocab_size"] > model_cfg["vocab_size"]:
+            raise ValueError(f"{data.source} holds ids of a {meta['vocab_size']}-token vocabulary, larger than the "
+                             f"model's {model_cfg['vocab_size']}")
+        train_ids = prepare.ShardDataset(data.source, "train", model_cfg["context_length"])
+        val_ids = prepare.ShardDataset(data.source, "val", model_cfg["context_length"])
+        n_train, n_val = meta["train_tokens"], meta["val_tokens"]
+    else:
+        ids = corpus.tokenize(data, tokenizer)
+        if len(ids) and int(np.max(ids)) >= model_cfg["vocab_size"]:
+            raise ValueError(f"the data holds token id {int(np.max(ids))}, outside the {tok_spec['kind']} "
+                             f"tokenizer's {model_cfg['vocab_size']} ids; pick the --tokenizer that made the token "
+                             f"file")
+        train_ids, val_ids = corpus.split_train_val(ids, cfg.val_fraction)
+        n_train, n_val = len(train_ids), len(val_ids)
     model = GPTModel(model_cfg, backend=B, seed=cfg.seed)
-    _say(f"data: {data.source} ({len(ids):,} tokens: {len(train_ids):,} train, {len(val_ids):,} val); model: "
+    _say(f"data: {data.source} ({n_train + n_val:,} tokens: {n_train:,} train, {n_val:,} val); model: "
          f"{model.num_parameters():,} parameters ({model_cfg['n_layers']} layers, {model_cfg['n_heads']} heads, "
          f"emb {model_cfg['emb_dim']}, context {model_cfg['context_length']}, vocab {model_cfg['vocab_size']}); "
-         f"backend {B.name} {B.dtype_name}")
+         f"backend {B.name} {B.dtype_name}" + (f"; {dist.world_size} processes (DDP)" if dist.world_size > 1 else ""))
 
     bar = None
 
     def on_event(event: dict) -> None:
         if event["event"] == "warning":
             _warn(event["message"])
+        if event["event"] == "note":
+            _say(f"note: {event['message']}")
         if event["event"] != "eval":
             return
         write = bar.write if bar is not None else _say
@@ -227,7 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             write(f"  sample: {event['sample']}")
 
     trainer = Trainer(model, train_ids, val_ids, cfg, out_dir=out, tokenizer=tokenizer, tokenizer_spec=tok_spec,
-                      data_source=data.source, on_event=on_event)
+                      data_source=data.source, on_event=on_event, distributed=dist)
     if args.resume:
         trainer.resume(out)
         _say(f"resumed {out} at step {trainer.step}")
@@ -235,7 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # disable=None: no bar when stderr is not a terminal (logs, tests), where its redraws would be noise
     bar = tqdm(total=cfg.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
-               disable=None, file=sys.stderr)
+               disable=None if dist.rank == 0 else True, file=sys.stderr)
     with bar:
         result = trainer.run(progress=bar)
     evals = result.evals
@@ -246,6 +303,18 @@ def cmd_train(args: argparse.Namespace) -> int:
          + (f"; plot {out / 'loss.png'}" if cfg.plot and (out / "loss.png").exists() else ""))
     _say(f"next: {PROG} generate --checkpoint {out} --prompt \"{cfg.sample_prompt}\"")
     return 0
+
+
+def _load_data(source: str | None) -> Any:
+    """A corpus (text or token file, gpt.corpus) or, for a directory from `tinygpt prepare`, its source only."""
+    from gpt import corpus, prepare
+
+    if source is not None and Path(source).is_dir():
+        if not prepare.is_shard_dir(source):
+            raise ValueError(f"{source} is a directory without meta.json; give a text or token file, or a "
+                             f"directory written by `{PROG} prepare`")
+        return corpus.Corpus(str(source))
+    return corpus.load_corpus(source)
 
 
 # ---- generate -----------------------------------------------------------------------------------------------------
@@ -424,11 +493,56 @@ def add_tokenizer_command(sub: argparse._SubParsersAction) -> None:
                 add_common_args(nested)
 
 
+# ---- prepare ------------------------------------------------------------------------------------------------------
+
+def add_prepare_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="tokenize text files into token shards for `train --data DIR`",
+                       description="Tokenize UTF-8 text files in parallel into uint16 token shards (gpt/prepare.py) "
+                                   "with a train/validation split; train on them with `train --data DIR`.")
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="UTF-8 text files (one document each)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the shards and meta.json")
+    p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|bytes|PATH",
+                   help="gpt2 (default), bytes, or a BPE file from `tinygpt tokenizer train`")
+    p.add_argument("--val-fraction", type=_positive(float), default=0.1, metavar="F",
+                   help="the last F of the tokens are the validation split (default 0.1)")
+    p.add_argument("--shard-size", type=_positive(int), default=100_000_000, metavar="N",
+                   help="token ids per shard file (default 100,000,000: 200 MB)")
+    p.add_argument("--workers", type=_positive(int), default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+                   metavar="N", help="tokenizer processes (default: half the CPUs, at most 8)")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gpt.prepare import prepare
+
+    t0 = time.perf_counter()
+    with tqdm(desc="tokenize", unit="char", unit_scale=True, dynamic_ncols=True, disable=None,
+              file=sys.stderr) as bar:
+        bar.total = sum(Path(f).stat().st_size for f in args.data if Path(f).is_file())
+        meta = prepare(args.data, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
+                       shard_size=args.shard_size, workers=args.workers, progress=bar)
+    _say(f"wrote {len(meta['train'])} train shard(s) ({meta['train_tokens']:,} tokens) and {len(meta['val'])} val "
+         f"shard(s) ({meta['val_tokens']:,} tokens) to {args.out} in {time.perf_counter() - t0:.1f} s "
+         f"({meta['tokenizer']['kind']} tokenizer, vocab {meta['vocab_size']:,})")
+    _say(f"next: {PROG} train --data {args.out} --backend torch ...")
+    return 0
+
+
+# ---- finetune, chat -----------------------------------------------------------------------------------------------
+
+def add_finetune_command(sub: argparse._SubParsersAction) -> None:
+    from gpt.finetune_cli import add_finetune_commands
+
+    add_finetune_commands(sub)
+
+
 # ---- main ---------------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_generate_command, add_eval_command, add_convert_command, add_download_command,
-    add_tokenizer_command,
+    add_tokenizer_command, add_finetune_command, add_prepare_command,
 ]
 
 

@@ -11,6 +11,12 @@ definition order, so one seed gives bit-identical weights on every backend):
   each block adds two outputs to the residual stream, so scaling by 1/√(2·n_layers) keeps its variance from
   growing with depth (GPT-2 paper §2.3);
 - every bias zero; LayerNorm scale 1 and shift 0.
+
+Efficient attention (book ch. 3/4): MultiHeadAttention calls `B.F.scaled_dot_product_attention`, which on the torch
+backend *is* torch.nn.functional's, so PyTorch picks its flash / memory-efficient kernels on GPUs.
+Vocabulary padding (`pad_vocab_multiple`, nanoGPT's 50257 -> 50304): tok_emb/out_head get zero rows up to the
+multiple; forward slices the logits back to vocab_size and state_dict() stores only the true rows, so
+checkpoints and Hugging Face exports keep vocab_size and load into padded or unpadded models alike.
 """
 from __future__ import annotations
 
@@ -52,6 +58,14 @@ class GPTConfig:
     drop_rate: float = 0.1      # dropout on embeddings, attention weights and residual branches
     qkv_bias: bool = False      # biases on the query/key/value projections (True for OpenAI's weights)
     tie_weights: bool = False   # out_head shares tok_emb.weight (as GPT-2 does); then no out_head.weight key
+    flash_attention: bool = False  # numpy/cupy: tiled FlashAttention kernel (O(T) memory); torch's sdpa chooses itself
+    pad_vocab_multiple: int = 1  # embedding/head rows rounded up to this multiple (64: faster GPU matmuls, nanoGPT)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of tok_emb/out_head: vocab_size rounded up to pad_vocab_multiple (the extra ids are never used)."""
+        m = int(self.pad_vocab_multiple)
+        return -(-int(self.vocab_size) // m) * m
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
@@ -73,6 +87,8 @@ class GPTConfig:
             raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate={self.drop_rate} must lie in [0, 1)")
+        if int(self.pad_vocab_multiple) < 1:
+            raise ValueError(f"pad_vocab_multiple={self.pad_vocab_multiple} must be >= 1 (1: no padding; 64 on GPUs)")
 
 
 def as_config(cfg: dict[str, Any] | GPTConfig) -> GPTConfig:
@@ -112,7 +128,7 @@ class TransformerBlock(Module):
         proj_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # GPT-2 §2.3: residual projections scaled by 1/√(2·L)
         self.B = B
         self.att = MultiHeadAttention(B, cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads,
-                                      qkv_bias=cfg.qkv_bias, rng=rng, proj_std=proj_std)
+                                      qkv_bias=cfg.qkv_bias, rng=rng, proj_std=proj_std, flash=cfg.flash_attention)
         self.ff = FeedForward(B, cfg, rng=rng, proj_std=proj_std)
         self.norm1 = LayerNorm(B, cfg.emb_dim)
         self.norm2 = LayerNorm(B, cfg.emb_dim)
@@ -142,6 +158,15 @@ class GPTModel(Module):
         self.final_norm = LayerNorm(B, cfg.emb_dim)
         self.out_head = Linear(B, cfg.emb_dim, cfg.vocab_size, bias=False, rng=rng,
                                weight=self.tok_emb.weight if cfg.tie_weights else None)
+        if cfg.padded_vocab_size > cfg.vocab_size:
+            # padding rows are zeros appended after the seeded draws, so the true rows (and every later layer)
+            # are bit-identical to the unpadded model's; logits are sliced back to vocab_size in forward, so the
+            # padding ids are never predicted, sampled, or counted in the loss
+            self.tok_emb.weight = _pad_rows(B, self.tok_emb.weight, cfg.padded_vocab_size)
+            self.tok_emb.num_embeddings = cfg.padded_vocab_size
+            self.out_head.weight = (self.tok_emb.weight if cfg.tie_weights
+                                    else _pad_rows(B, self.out_head.weight, cfg.padded_vocab_size))
+            self.out_head.out_features = cfg.padded_vocab_size
 
     def _check_ids(self, idx: Any) -> np.ndarray:
         """idx as a NumPy (batch, seq) integer array, or a ValueError/TypeError naming what is wrong."""
@@ -175,7 +200,30 @@ class GPTModel(Module):
             x = block(x, cache=None if cache is None else cache.layers[i])
         if cache is not None:
             cache.advance(seq_len)
-        return self.out_head(self.final_norm(x))  # (b, t, vocab_size)
+        logits = self.out_head(self.final_norm(x))  # (b, t, padded_vocab_size)
+        if self.cfg.padded_vocab_size > self.cfg.vocab_size:
+            logits = logits[:, :, :self.cfg.vocab_size]  # (b, t, vocab_size): padding ids never leave the model
+        return logits
+
+    def state_dict(self) -> dict[str, Any]:
+        """The parameters by name; with vocabulary padding, tok_emb/out_head keep only the vocab_size true rows."""
+        sd = super().state_dict()
+        if self.cfg.padded_vocab_size > self.cfg.vocab_size:
+            for key in _VOCAB_KEYS:
+                if key in sd:
+                    sd[key] = sd[key][:self.cfg.vocab_size]
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Load by name; vocab_size-row embeddings/heads are zero-padded to this model's padded vocabulary."""
+        V, P = self.cfg.vocab_size, self.cfg.padded_vocab_size
+        if P > V:
+            state_dict = dict(state_dict)
+            for key in _VOCAB_KEYS:
+                if key in state_dict and tuple(state_dict[key].shape)[0] == V:
+                    rows = to_numpy_any(state_dict[key])
+                    state_dict[key] = np.concatenate([rows, np.zeros((P - V,) + rows.shape[1:], rows.dtype)])
+        super().load_state_dict(state_dict, strict=strict)
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_len` tokens (default: context_length)."""
@@ -199,6 +247,15 @@ class GPTModel(Module):
                "activations": acts * dtype_bytes}
         est["total"] = sum(est.values())
         return est
+
+
+_VOCAB_KEYS = ("tok_emb.weight", "out_head.weight")   # the tensors with one row per vocabulary id
+
+
+def _pad_rows(B: Any, param: Any, rows: int) -> Any:
+    """A new parameter holding `param`'s rows followed by zero rows up to `rows` (vocabulary padding)."""
+    arr = to_numpy_any(param)
+    return B.parameter(np.concatenate([arr, np.zeros((rows - arr.shape[0],) + arr.shape[1:], arr.dtype)]))
 
 
 __all__ = ["GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIGS", "GPTConfig",

@@ -14,10 +14,19 @@ draw from their own seeded generators, so they never disturb the training stream
 
 Library code does not print: progress goes to a tqdm bar only when one is passed (or `progress=True`), evaluations
 and checkpoints to the `on_event` callback and to `DIR/metrics.jsonl`.
+
+Full scale (torch backend, each opt-in; issue 7): `compile` runs `torch.compile` on `B.module(model)`; `autocast`
+runs forward and loss in bfloat16 (float32 master weights) or float16 with a loss scaler (`B.grad_scaler`, PyTorch's
+"Automatic Mixed Precision" recipe); `tf32`, `fused_adamw`. Data parallelism comes in as a `gpt.distributed` object
+(DDP under torchrun): each rank trains on its block of the windows, gradients are all-reduced on the last
+micro-step only, and only rank 0 evaluates, logs, samples and checkpoints. Every step logs tokens/s (all ranks)
+and MFU (gpt/flops.py: 6N + 12·L·H·Q·T FLOPs per token over the device's peak; None when the peak is unknown).
+A backend that lacks an option says so through `on_event({"event": "note", ...})` and runs without it.
 """
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import json
 import math
 import time
@@ -27,8 +36,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from gpt import flops
 from gpt.checkpoint import CheckpointManager, load_optimizer_state_by_name, read_checkpoint
 from gpt.data import DataLoader, GPTDatasetV1
+from gpt.distributed import SingleProcess
 from gpt.pretrain import calc_loss_batch, calc_loss_loader, generate_and_print_sample, plot_losses
 from gpt.schedule import lr_at
 
@@ -83,6 +94,11 @@ class TrainConfig:
     sample_temperature: float = 0.8  # sampling temperature for the samples (0: greedy)
     sample_top_k: int | None = 40   # top-k filter for the samples (None: no filter)
     plot: bool = True               # write DIR/loss.png at the end
+    compile: bool = False           # torch.compile the model (torch backend; falls back to eager with a note)
+    autocast: str | None = None     # "bfloat16" or "float16" mixed precision for forward + loss (torch backend)
+    tf32: bool = False              # TF32 tensor cores for float32 matmuls (torch on CUDA)
+    fused_adamw: bool = False       # torch's fused AdamW kernel (torch backend)
+    peak_flops: float | None = None  # device peak FLOP/s for MFU (None: from gpt.flops.PEAK_FLOPS, n/a on CPU)
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first setting out of range (with its command-line flag) and the fix."""
@@ -102,6 +118,8 @@ class TrainConfig:
         need(0 < self.val_fraction < 1, "val_fraction", "between 0 and 1")
         need(isinstance(self.seed, int) and self.seed >= 0, "seed", "an integer >= 0")
         need(self.sample_tokens >= 0, "sample_tokens", ">= 0")
+        need(self.autocast in (None, "bfloat16", "float16"), "autocast", "bfloat16 or float16")
+        need(self.peak_flops is None or self.peak_flops > 0, "peak_flops", "a positive FLOP/s such as 989e12")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,13 +150,35 @@ def accumulate_grads(model: Any, micro_batches: list[tuple[Any, Any]]) -> float:
     """Backpropagate the mean loss of the micro-batches (each loss scaled by 1/n) into .grad; return that mean.
 
     Equal-sized micro-batches give the gradient of one batch holding all of them. The caller zeroes the gradients.
+    `model` is a GPTModel or a Trainer's StepRunner, which adds the autocast dtype, the loss scaler and the
+    per-micro-step gradient-sync context (DDP all-reduces on the last micro-step only).
     """
     n, total = len(micro_batches), 0.0
-    for inputs, targets in micro_batches:
-        loss = calc_loss_batch(inputs, targets, model)
-        (loss * (1.0 / n)).backward()
+    for i, (inputs, targets) in enumerate(micro_batches):
+        with model.micro_step(i == n - 1) if hasattr(model, "micro_step") else contextlib.nullcontext():
+            # autocast covers forward and loss only; backward runs outside it (PyTorch AMP recipe)
+            with model.B.autocast(getattr(model, "autocast", None)):
+                loss = calc_loss_batch(inputs, targets, model)
+            scaled = loss * (1.0 / n)
+            (model.scaler.scale(scaled) if hasattr(model, "scaler") else scaled).backward()
         total += float(loss.item())
     return total / n
+
+
+class StepRunner:
+    """The model as the training step sees it: calls go through `net` (compiled and/or DDP-wrapped
+    B.module(model), or the model itself), with the run's autocast dtype, loss scaler and gradient-sync rule."""
+
+    def __init__(self, model: Any, net: Any, dist: Any, autocast: str | None, scaler: Any):
+        self.model, self.B, self.cfg = model, model.B, model.cfg
+        self.net, self.dist, self.autocast, self.scaler = net, dist, autocast, scaler
+
+    def __call__(self, idx: Any) -> Any:
+        return self.net(idx)
+
+    def micro_step(self, last: bool) -> contextlib.AbstractContextManager:
+        """The context of one micro-step: DDP skips the gradient all-reduce unless `last`."""
+        return self.dist.sync(self.net, last)
 
 
 def fixed_batches(dataset: Any, batch_size: int, n_batches: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -148,9 +188,12 @@ def fixed_batches(dataset: Any, batch_size: int, n_batches: int) -> list[tuple[n
     return [dataset.get_batch(np.arange(i, min(i + batch_size, stop))) for i in range(0, stop, batch_size)]
 
 
-def _dataset(ids: np.ndarray, context_length: int, what: str) -> GPTDatasetV1:
-    # the book's non-overlapping windows; a token file's memory map is copied into RAM as int64 here (fine for
-    # corpora of up to a few hundred million tokens; larger ones would need windows over the map itself)
+def _dataset(ids: Any, context_length: int, what: str) -> Any:
+    # a dataset object (gpt.prepare.ShardDataset: windows over memory-mapped shards) is used as it is; an id array
+    # becomes the book's non-overlapping windows, copied into RAM as int64 (fine for up to a few hundred million
+    # tokens; larger corpora belong in shards from `tinygpt prepare`)
+    if hasattr(ids, "get_batch"):
+        return ids
     try:
         return GPTDatasetV1(np.asarray(ids, dtype=np.int64), None, context_length, context_length)
     except ValueError as e:
@@ -172,20 +215,26 @@ class Trainer:
     """Trains a GPTModel on token ids with TrainConfig's recipe; `run()` trains, `resume()` restores a checkpoint.
 
     out_dir holds metrics.jsonl, loss.png and the checkpoints (none of these are written when it is None).
-    `on_event(record)` receives each evaluation record (with the sample) and each checkpoint event.
+    `on_event(record)` receives each evaluation record (with the sample), each checkpoint event and each note.
+    train_ids/val_ids: id arrays, or datasets with get_batch (gpt.prepare.ShardDataset). `distributed`: a
+    gpt.distributed object (default SingleProcess); only its rank 0 evaluates, logs and writes files.
     """
 
-    def __init__(self, model: Any, train_ids: np.ndarray, val_ids: np.ndarray, config: TrainConfig | None = None,
+    def __init__(self, model: Any, train_ids: Any, val_ids: Any, config: TrainConfig | None = None,
                  out_dir: str | Path | None = None, tokenizer: Any = None, tokenizer_spec: dict | None = None,
-                 data_source: str | None = None, on_event: Callable[[dict], None] | None = None):
+                 data_source: str | None = None, on_event: Callable[[dict], None] | None = None,
+                 distributed: Any = None):
         self.cfg = (config or TrainConfig()).validate()
         self.model, self.B = model, model.B
+        self.dist = distributed or SingleProcess()
+        self.is_main = self.dist.rank == 0
+        self.notes: list[str] = []
         self.tokenizer, self.tokenizer_spec = tokenizer, tokenizer_spec
         self.data_source = data_source
         self.on_event = on_event
         self.out_dir = Path(out_dir) if out_dir is not None else None
         ctx = model.cfg.context_length
-        train_set = _dataset(train_ids, ctx, "training split")
+        train_set = self.dist.shard(_dataset(train_ids, ctx, "training split"))
         val_set = _dataset(val_ids, ctx, f"validation split (the last {self.cfg.val_fraction:.0%} of the tokens)")
         if len(train_set) < self.cfg.batch_size:
             raise ValueError(f"the training split has {len(train_set)} windows of {ctx} tokens, fewer than "
@@ -195,14 +244,38 @@ class Trainer:
                                  seed=self.cfg.seed)
         self.train_eval = fixed_batches(train_set, self.cfg.batch_size, self.cfg.eval_iters)
         self.val_eval = fixed_batches(val_set, self.cfg.batch_size, self.cfg.eval_iters)
-        self.n_train_tokens = len(train_set.token_ids)
-        self.tokens_per_step = self.cfg.batch_size * self.cfg.grad_accum * ctx
+        self.n_train_tokens = (getattr(train_set, "n_tokens", None) or len(train_set.token_ids)) * self.dist.world_size
+        self.tokens_per_step = self.cfg.batch_size * self.cfg.grad_accum * ctx * self.dist.world_size
         self.optimizer = self.B.AdamW(param_groups(model, self.cfg.weight_decay), lr=self.cfg.lr,
                                       betas=(self.cfg.beta1, self.cfg.beta2), eps=self.cfg.eps,
-                                      weight_decay=self.cfg.weight_decay)
+                                      weight_decay=self.cfg.weight_decay, fused=self.cfg.fused_adamw)
+        self.runner = self._build_runner()
+        self.flops_per_token = flops.flops_per_token(model.cfg)
+        self.peak_flops, peak_note = flops.resolve_peak(self.B, self.cfg.autocast or self.B.dtype_name,
+                                                        self.cfg.tf32, self.cfg.peak_flops)
+        self.notes.append(f"MFU: {flops.flops_per_token(model.cfg):.3g} FLOPs/token (6N + 12·L·H·Q·T); {peak_note}")
         self.step = 0
-        self.checkpoints = CheckpointManager(self.out_dir, self.cfg.keep_last) if self.out_dir else None
+        self.checkpoints = (CheckpointManager(self.out_dir, self.cfg.keep_last)
+                            if self.out_dir is not None and self.is_main else None)
         self._batches: Iterator | None = None
+
+    def _build_runner(self) -> StepRunner:
+        """The training forward path: B.module(model), compiled, DDP-wrapped, each only where asked for."""
+        c, B = self.cfg, self.B
+        if c.tf32:
+            self._note(B.allow_tf32(True))
+        net = self.model
+        if c.compile or self.dist.world_size > 1:
+            net = B.module(self.model)   # DESIGN.md §4.5: built last, after weights are loaded
+        if c.compile:
+            net, note = B.compile(net)
+            self._note(note)
+        net = self.dist.wrap(net)
+        return StepRunner(self.model, net, self.dist, c.autocast, B.grad_scaler(c.autocast == "float16"))
+
+    def _note(self, message: str | None) -> None:
+        if message:
+            self.notes.append(message)
 
     # ---- pieces ----
     def lr(self, step: int) -> float:
@@ -240,20 +313,28 @@ class Trainer:
 
     def train_step(self) -> float:
         """One optimizer step (with accumulation and clipping); returns its loss. TrainingDiverged on NaN/inf."""
+        return self.step_on([self.next_batch() for _ in range(self.cfg.grad_accum)])
+
+    def step_on(self, micro_batches: list[tuple[Any, Any]]) -> float:
+        """One optimizer step on the given micro-batches; returns the loss averaged over them and over ranks."""
         c, step = self.cfg, self.step
         lr = self.lr(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.B.manual_seed(derive_seed(c.seed, step))   # fixes this step's dropout masks (exact resume)
         self.optimizer.zero_grad()
-        loss = accumulate_grads(self.model, [self.next_batch() for _ in range(c.grad_accum)])
+        loss = self.dist.mean(accumulate_grads(self.runner, micro_batches))
         if not math.isfinite(loss):
             raise TrainingDiverged(step + 1, loss, self.last_checkpoint())
+        scaler = self.runner.scaler
         if c.grad_clip > 0:
+            scaler.unscale_(self.optimizer)   # clip the true gradients, not the loss-scaled ones
             norm = self.B.clip_grad_norm(self.model.parameters(), c.grad_clip)
-            if not math.isfinite(norm):
+            # with a float16 scaler an inf norm means "overflow: skip this step and lower the scale", not divergence
+            if not math.isfinite(norm) and not scaler.is_enabled():
                 raise TrainingDiverged(step + 1, f"{loss} (gradient norm {norm})", self.last_checkpoint())
-        self.optimizer.step()
+        scaler.step(self.optimizer)
+        scaler.update()
         self.step += 1
         return loss
 
@@ -296,17 +377,17 @@ class Trainer:
         self.loader.load_state_dict(ckpt.state["data"]["loader"])
         self._batches = None
         self.step = ckpt.step
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.is_main:
             _truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         return self.step
 
     # ---- the loop ----
     def _emit(self, record: dict) -> None:
-        if self.on_event is not None:
+        if self.on_event is not None and self.is_main:
             self.on_event(record)
 
     def _log(self, record: dict) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -315,8 +396,12 @@ class Trainer:
         train_loss, val_loss = self.evaluate()
         return {"step": self.step, "train_loss": train_loss, "val_loss": val_loss,
                 "lr": self.lr(self.step), "tokens_seen": self.step * self.tokens_per_step,
-                "tokens_per_s": tokens_per_s, "epoch": self.step * self.tokens_per_step / self.n_train_tokens,
-                "sample": self.sample()}
+                "tokens_per_s": tokens_per_s, "mfu": self.mfu(tokens_per_s),
+                "epoch": self.step * self.tokens_per_step / self.n_train_tokens, "sample": self.sample()}
+
+    def mfu(self, tokens_per_s: float) -> float | None:
+        """Model FLOPs utilisation of all ranks at `tokens_per_s` (gpt/flops.py), None without a known peak."""
+        return flops.mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.dist.world_size)
 
     def run(self, progress: Any = False, stop_at: int | None = None) -> TrainResult:
         """Train from self.step to cfg.max_steps (or stop after step `stop_at`, checkpointing it).
@@ -325,11 +410,13 @@ class Trainer:
         """
         c = self.cfg
         end = c.max_steps if stop_at is None else min(stop_at, c.max_steps)
-        bar = _make_bar(progress, c.max_steps, self.step)
+        bar = _make_bar(progress, c.max_steps, self.step) if self.is_main else None
         result = TrainResult(self.step, self.step * self.tokens_per_step)
         start, tokens_per_s = time.perf_counter(), 0.0
+        for note in self.notes:
+            self._emit({"event": "note", "message": note})
         try:
-            if self.step == 0:
+            if self.step == 0 and self.is_main:
                 record = self._eval_record(0.0)
                 self._log(record)
                 result.evals.append(record)
@@ -341,10 +428,13 @@ class Trainer:
                 tokens_per_s = self.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
                 lr = self.lr(self.step - 1)
                 self._log({"step": self.step, "train_loss": loss, "lr": lr,
-                           "tokens_seen": self.step * self.tokens_per_step, "tokens_per_s": tokens_per_s})
+                           "tokens_seen": self.step * self.tokens_per_step, "tokens_per_s": tokens_per_s,
+                           "mfu": self.mfu(tokens_per_s)})
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+                if not self.is_main:
+                    continue
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                     record = self._eval_record(tokens_per_s)
                     self._log(record)
@@ -358,7 +448,7 @@ class Trainer:
                 bar.close()
         result.step, result.tokens_seen = self.step, self.step * self.tokens_per_step
         result.seconds = time.perf_counter() - start
-        if self.out_dir is not None and c.plot and self.step == c.max_steps:
+        if self.out_dir is not None and self.is_main and c.plot and self.step == c.max_steps:
             try:
                 self.plot()
             except ImportError as e:   # a finished run must not fail for want of matplotlib
