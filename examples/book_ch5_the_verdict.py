@@ -16,7 +16,7 @@ from pathlib import Path
 import backends
 import gpt
 import tokenizer as tok_pkg
-from tokenizer.datafiles import find_data_file
+from tokenizer.datafiles import MissingDataFileError, find_data_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the losses and timing here")
     args = p.parse_args(argv)
 
-    text = find_data_file("the-verdict.txt", fetch_command="tinygpt download the-verdict").read_text(encoding="utf-8")
+    try:
+        text = find_data_file("the-verdict.txt", fetch_command="tinygpt download the-verdict").read_text(encoding="utf-8")
+    except MissingDataFileError as e:  # a user's setup problem: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     enc = tok_pkg.get_encoding("gpt2")
     split = int(0.9 * len(text))                                   # the book splits the characters 90/10
     cfg = {**gpt.GPT_CONFIG_124M, "context_length": 256}

@@ -33,6 +33,36 @@ Row = tuple[str, int]                         # (text, label)
 
 # ---- data -------------------------------------------------------------------------------------------------------
 
+SMS_SPAM_MEMBER = "SMSSpamCollection"         # the tab-separated file inside the UCI zip
+
+
+def extract_sms_spam(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Write the SMSSpamCollection file of the UCI zip at `zip_path` to `dest` (atomically: temporary file, rename)."""
+    import tempfile
+    import zipfile
+
+    dest = Path(dest)
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            names = [n for n in z.namelist() if Path(n).name == SMS_SPAM_MEMBER]
+            if not names:
+                raise ValueError(f"{zip_path} holds no {SMS_SPAM_MEMBER} file (it has {z.namelist()[:5]}); is it "
+                                 f"the zip from {SMS_SPAM_URL}?")
+            data = z.read(names[0])
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{zip_path} is not a zip file ({e}); delete it and download {SMS_SPAM_URL} again") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
 def read_sms_spam(path: str | os.PathLike) -> list[Row]:
     """The SMS Spam Collection as (text, label) rows, label 0 = ham, 1 = spam, in file order."""
     path = Path(path)
@@ -331,7 +361,7 @@ def majority_baseline(labels: Sequence[int]) -> float:
     return float(counts.max() / counts.sum()) if counts.sum() else float("nan")
 
 
-__all__ = ["SMS_SPAM_URL", "read_sms_spam", "create_balanced_dataset", "random_split", "write_split_csv",
+__all__ = ["SMS_SPAM_URL", "extract_sms_spam", "read_sms_spam", "create_balanced_dataset", "random_split", "write_split_csv",
            "read_split_csv", "end_of_text_id", "SpamDataset", "eval_batches", "replace_head", "set_trainable",
            "TRAINABLE_CHOICES", "classifier_logits", "calc_loss_batch_classifier", "calc_loss_loader_classifier",
            "calc_accuracy_loader", "evaluate_model_classifier", "train_classifier_simple", "classify_review",

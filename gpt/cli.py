@@ -443,8 +443,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # ---- download -----------------------------------------------------------------------------------------------------
 
 def add_download_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="GPT-2 weights, GPT-2 tokenizer files or the-verdict.txt")
-    p.add_argument("what", choices=(*GPT2_DOWNLOADS, "gpt2-tokenizer", "the-verdict"))
+    p = sub.add_parser("download", help="GPT-2 weights, GPT-2 tokenizer files, the-verdict.txt, the SMS spam or "
+                                        "instruction data")
+    p.add_argument("what", choices=(*GPT2_DOWNLOADS, "gpt2-tokenizer", "the-verdict", "sms-spam", "instruction-data"))
     p.add_argument("--dest", metavar="DIR", help="folder to write into (default: the tinygpt cache, "
                                                  "~/.cache/tinygpt, where the other commands look)")
     add_common_args(p)
@@ -472,9 +473,22 @@ def cmd_download(args: argparse.Namespace) -> int:
                 if not (dest / rel).is_file():
                     download_file(url, dest / rel, sha)
             _say(f"GPT-2 tokenizer files are in {dest / 'gpt2'}")
+        elif args.what == "sms-spam":
+            import tempfile
+
+            from gpt.classify import SMS_SPAM_URL, extract_sms_spam
+
+            dest = (Path(args.dest) if args.dest else cache_dir()) / "sms-spam" / "SMSSpamCollection"
+            with tempfile.TemporaryDirectory() as tmp:
+                extract_sms_spam(download_file(SMS_SPAM_URL, Path(tmp) / "sms_spam_collection.zip"), dest)
+            _say(f"wrote {dest}; try: {PROG} finetune classify --init DIR --data {dest} --out runs/spam")
         else:
-            dest = (Path(args.dest) if args.dest else cache_dir()) / "the-verdict.txt"
-            download_file(THE_VERDICT_URL, dest)
+            from gpt.instruct import INSTRUCTION_DATA_URL
+
+            name, url = {"the-verdict": ("the-verdict.txt", THE_VERDICT_URL),
+                         "instruction-data": ("instruction-data.json", INSTRUCTION_DATA_URL)}[args.what]
+            dest = (Path(args.dest) if args.dest else cache_dir()) / name
+            download_file(url, dest)
             _say(f"wrote {dest}")
     except urllib.error.URLError as e:
         raise ValueError(f"download failed ({getattr(e, 'reason', e)}); check the network connection") from None

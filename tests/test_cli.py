@@ -252,3 +252,39 @@ def test_tokenizer_subcommands_are_registered(data_file, tmp_path, capsys):
     assert rc == 0 and all(s.isdigit() for s in out.split()), err
     rc, out, _ = run(capsys, "tokenizer", "decode", "--tokenizer", tok, "--ids", out, "--backend", "numpy")
     assert rc == 0 and out == "the cat\n"
+
+
+def test_download_sms_spam_extracts_the_collection_from_the_zip(tmp_path, capsys, monkeypatch):
+    """`download sms-spam` fetches the UCI zip (faked here: no network in tests) and writes its SMSSpamCollection,
+    which `finetune classify` reads; a zip without it is a one-line error."""
+    import zipfile
+
+    import tokenizer.datafiles as datafiles
+    from gpt.classify import SMS_SPAM_URL, read_sms_spam
+
+    source = require_data("sms-spam/SMSSpamCollection")
+    fetched = []
+
+    def fake_download(url, dest, sha256=None, progress=True):
+        fetched.append(url)
+        with zipfile.ZipFile(dest, "w") as z:
+            z.write(source, "SMSSpamCollection")
+            z.writestr("readme", "the UCI readme")
+        return Path(dest)
+
+    monkeypatch.delenv("TINYGPT_OFFLINE", raising=False)
+    monkeypatch.setattr(datafiles, "download_file", fake_download)
+    rc, out, err = run(capsys, "download", "sms-spam", "--dest", tmp_path)
+    written = tmp_path / "sms-spam" / "SMSSpamCollection"
+    assert rc == 0 and fetched == [SMS_SPAM_URL] and str(written) in out
+    assert written.read_bytes() == source.read_bytes() and len(read_sms_spam(written)) == 5574
+
+    def empty_zip(url, dest, sha256=None, progress=True):
+        with zipfile.ZipFile(dest, "w") as z:
+            z.writestr("readme", "nothing else")
+        return Path(dest)
+
+    monkeypatch.setattr(datafiles, "download_file", empty_zip)
+    rc, out, err = run(capsys, "download", "sms-spam", "--dest", tmp_path / "other")
+    assert rc == 2 and "holds no SMSSpamCollection" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "other" / "sms-spam" / "SMSSpamCollection").exists()

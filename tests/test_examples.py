@@ -101,3 +101,14 @@ def test_bad_arguments_exit_2(example):
     with pytest.raises(SystemExit) as e:
         example.main(["--d-model", "9", "--heads", "2"])
     assert e.value.code == 2
+
+
+def test_book_ch5_example_without_the_verdict_says_so_in_one_line(tmp_path):
+    """No the-verdict.txt anywhere (empty data dir, empty home, downloads forbidden): exit 2, one line, no traceback."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TINYGPT_DATA_DIR": str(tmp_path), "TINYGPT_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "book_ch5_the_verdict.py"), "--epochs", "1"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the-verdict.txt" in lines[0] and "tinygpt download the-verdict" in lines[0]
+    assert "Traceback" not in proc.stderr
