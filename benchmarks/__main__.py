@@ -30,17 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import RESULTS_DIR, blas_description, clean_env_reexec, interleaved_medians, load_avg, ratio, write_json
+from .common import (RESULTS_DIR, TRAIN_CONFIGS, blas_description, clean_env_reexec, interleaved_medians, load_avg,
+                     ratio, write_json)
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN_CONFIGS: dict[str, dict[str, Any]] = {
-    "tiny": {"model": {"vocab_size": 512, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
-             "batch": (16, 64)},
-    "small": {"model": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4, "n_layers": 4},
-              "batch": (8, 128)},
-    "124M": {"model": {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
-             "batch": (2, 256)},
-}
 GEN_CONFIGS: dict[str, dict[str, Any]] = {
     "124M": {"model": {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
              "prompt": 10, "cache_tokens": 100, "no_cache_tokens": 10},
@@ -95,35 +88,13 @@ def ops_markdown(res: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- train step (workers in subprocesses)
 def _train_setup(variant: str, config: str):
-    """(step function, model) for one variant: model, optimizer and a fixed random batch."""
-    import numpy as np
-
+    """(step function, model) for one variant: model, optimizer and a fixed random batch (train_step.make_step)."""
     import backends
-    from gpt.model import GPTModel
+
+    from .train_step import make_step
 
     B = backends.get_backend("numpy" if variant == "numpy" else "torch", dtype="float32")
-    spec = TRAIN_CONFIGS[config]
-    cfg = {**spec["model"], "drop_rate": 0.1, "qkv_bias": False}
-    b, t = spec["batch"]
-    model = GPTModel(cfg, backend=B, seed=123)
-    model.train()
-    if variant == "torch-fused":
-        optimizer = B.torch.optim.AdamW(list(model.parameters()), lr=4e-4, weight_decay=0.1, fused=True)
-    else:
-        optimizer = B.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-    B.manual_seed(123)
-    rng = np.random.default_rng(0)
-    x = B.tensor(rng.integers(0, cfg["vocab_size"], size=(b, t)))
-    y = B.tensor(rng.integers(0, cfg["vocab_size"], size=(b, t)))
-
-    def step() -> float:
-        optimizer.zero_grad()
-        loss = B.F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        loss.backward()
-        optimizer.step()
-        return float(B.to_numpy(loss))
-
-    return step, model
+    return make_step(B, config, fused=variant == "torch-fused")
 
 
 def peak_rss_mib() -> float:

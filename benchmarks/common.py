@@ -19,6 +19,15 @@ from typing import Any, Callable
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "TINYGPT_BENCH_REMOVED_ENV"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# the training-step configs of issue 3, shared by train_step.py and the suite (batch = (sequences, tokens))
+TRAIN_CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": {"model": {"vocab_size": 512, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
+             "batch": (16, 64)},
+    "small": {"model": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4, "n_layers": 4},
+              "batch": (8, 128)},
+    "124M": {"model": {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
+             "batch": (2, 256)},
+}
 
 
 def clean_env() -> dict[str, str]:

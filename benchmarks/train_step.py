@@ -27,21 +27,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from benchmarks.common import BLAS_VARS as _BLAS_VARS
+from benchmarks.common import TRAIN_CONFIGS as CONFIGS
 from benchmarks.common import blas_description
 
-CONFIGS: dict[str, dict[str, Any]] = {
-    "tiny": {"model": {"vocab_size": 512, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
-             "batch": (16, 64)},
-    "small": {"model": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4, "n_layers": 4},
-              "batch": (8, 128)},
-    "124M": {"model": {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
-             "batch": (2, 256)},
-}
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step.json"
 
 
@@ -61,21 +54,17 @@ def default_backends() -> list[str]:
 
 # ---- the worker: one backend x config, in its own process ----
 
-def measure(backend: str, config: str, repeats: int, warmup: int = 1) -> dict[str, Any]:
-    """Time `repeats` training steps of `config` on `backend` ('numpy', 'torch', 'cupy', 'torch:cuda')."""
-    import backends
+def make_step(B: Any, config: str, fused: bool = False) -> tuple[Callable[[], float], Any]:
+    """(step, model): the book's training step for `config` on backend B (seed 123, a fixed random batch);
+    `fused` asks for torch's fused AdamW. step() runs one step, waits for the device and returns the loss."""
     from gpt.model import GPTModel
 
-    name, _, device = backend.partition(":")
-    B = backends.get_backend(name, dtype="float32", device=device or None)
     spec = CONFIGS[config]
     cfg = {**spec["model"], "drop_rate": 0.1, "qkv_bias": False}
     b, t = spec["batch"]
-    t0 = time.perf_counter()
     model = GPTModel(cfg, backend=B, seed=123)
     model.train()
-    build_s = time.perf_counter() - t0
-    optimizer = B.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+    optimizer = B.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1, fused=fused)
     B.manual_seed(123)
     rng = np.random.default_rng(0)
     x = B.tensor(rng.integers(0, cfg["vocab_size"], size=(b, t)))
@@ -88,6 +77,20 @@ def measure(backend: str, config: str, repeats: int, warmup: int = 1) -> dict[st
         optimizer.step()
         B.synchronize()
         return float(B.to_numpy(loss))
+
+    return step, model
+
+
+def measure(backend: str, config: str, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Time `repeats` training steps of `config` on `backend` ('numpy', 'torch', 'cupy', 'torch:cuda')."""
+    import backends
+
+    name, _, device = backend.partition(":")
+    B = backends.get_backend(name, dtype="float32", device=device or None)
+    b, t = CONFIGS[config]["batch"]
+    t0 = time.perf_counter()
+    step, model = make_step(B, config)
+    build_s = time.perf_counter() - t0  # model, optimizer state and the batch
 
     losses = [step() for _ in range(warmup)]
     times = []

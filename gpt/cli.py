@@ -85,7 +85,7 @@ def _positive(kind: type, allow_zero: bool = False) -> Callable[[str], Any]:
 _TRAIN_FLAGS = ("max_steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "beta2",
                 "grad_clip", "eval_interval", "eval_iters", "keep_last", "sample_prompt", "autocast", "peak_flops")
 _TRAIN_SWITCHES = ("compile", "tf32", "fused_adamw")   # store_true flags: only a given one changes the config
-_MODEL_FLAGS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate")
+_MODEL_FLAGS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "weight_init")
 
 
 def add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -108,6 +108,9 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--n-heads", type=_positive(int), metavar="N")
     m.add_argument("--n-layers", type=_positive(int), metavar="N")
     m.add_argument("--drop-rate", type=_positive(float, allow_zero=True), metavar="P")
+    m.add_argument("--weight-init", choices=("gpt2", "torch"), help="initial weights: gpt2 (default: N(0, 0.02), "
+                                                                   "scaled residual projections) or torch (PyTorch's "
+                                                                   "layer defaults, as the book's model)")
     t = p.add_argument_group("optimization")
     t.add_argument("--max-steps", type=_positive(int), metavar="N")
     t.add_argument("--batch-size", type=_positive(int), metavar="N")
@@ -224,11 +227,11 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None
         cfg = _train_config(args, state.state["train_config"])
         data = _load_data(args.data or state.state["data"]["source"])
     else:
+        cfg = _train_config(args)
+        model_cfg = _model_config(args, 0)      # checked before the (slower) data and tokenizer work
         if read_index(out).get("latest"):
             raise ValueError(f"{out} already holds a training run; pass --resume to continue it, or choose "
                              f"another --out")
-        cfg = _train_config(args)
-        model_cfg = _model_config(args, 0)      # checked before the (slower) data and tokenizer work
         data = _load_data(args.data)
         shard_tok = prepare.read_meta(data.source)["tokenizer"] if prepare.is_shard_dir(data.source) else None
         kind = (shard_tok or {}).get("kind") or args.tokenizer or ("gpt2" if data.ids is not None else "bpe")

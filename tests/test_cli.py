@@ -237,6 +237,7 @@ def test_user_errors_exit_2_with_one_line(case, numpy_run, data_file, tmp_path, 
         state["model_config"]["emb_dim"] = 64
         (tmp_path / "reshaped" / "state.json").write_text(json.dumps(state))
     monkeypatch.setenv("TINYGPT_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # the default --out (runs/tinygpt) is relative: a user's earlier run must not matter
     argv = [a.format(tmp=tmp_path, data=data_file, run=numpy_run) for a in argv]
     rc, _, err = run(capsys, *argv)
     assert rc == 2, err
@@ -288,3 +289,19 @@ def test_download_sms_spam_extracts_the_collection_from_the_zip(tmp_path, capsys
     rc, out, err = run(capsys, "download", "sms-spam", "--dest", tmp_path / "other")
     assert rc == 2 and "holds no SMSSpamCollection" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "other" / "sms-spam" / "SMSSpamCollection").exists()
+
+
+def test_train_weight_init_torch_draws_the_books_init_and_keeps_it(data_file, tmp_path, capsys):
+    """--weight-init torch: the checkpoint's config says so, its step-0 embedding is N(0, 1), and resume keeps it."""
+    out = tmp_path / "torch-init"
+    rc, _, err = run(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "2", "--eval-interval", "2",
+                     "--weight-init", "torch", *TINY)
+    assert rc == 0, err
+    ck = read_checkpoint(out)
+    assert ck.state["model_config"]["weight_init"] == "torch"
+    from gpt.model import GPTModel
+
+    fresh = GPTModel(ck.state["model_config"], backend="numpy", seed=0)
+    assert abs(float(np.std(fresh.tok_emb.weight.numpy())) - 1.0) < 0.1
+    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--weight-init", "gpt2")
+    assert rc == 2 and "--weight-init" in err

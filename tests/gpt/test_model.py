@@ -315,3 +315,41 @@ def test_torch_module_view_sees_the_same_parameters():
     view = m.B.module(m)
     assert {id(p) for p in view.parameters()} == {id(p) for p in m.parameters()}
     assert torch.equal(view(INPUTS), m(INPUTS))
+
+
+def test_torch_weight_init_is_pytorchs_layer_defaults_on_every_backend():
+    """weight_init="torch": Embedding ~ N(0, 1), Linear weight and bias ~ U(±1/√fan_in) (what torch.nn gives the book's
+    model), LayerNorm 1/0; bit-identical on numpy and torch; tying and vocabulary padding still hold."""
+    cfg = {**CFG, "vocab_size": 500, "weight_init": "torch"}
+    m_np = GPTModel(cfg, backend=backends.get_backend("numpy", "float64"), seed=7)
+    m_t = GPTModel(cfg, backend=backends.get_backend("torch", "float64"), seed=7)
+    sd = {k: to_numpy_any(v) for k, v in m_np.state_dict().items()}
+    sd_t = {k: to_numpy_any(v) for k, v in m_t.state_dict().items()}
+    assert sd.keys() == sd_t.keys() and all(np.array_equal(sd[k], sd_t[k]) for k in sd)
+    for key in ("tok_emb.weight", "pos_emb.weight"):
+        assert abs(sd[key].mean()) < 0.1 and abs(sd[key].std() - 1.0) < 0.05, key
+    ref = tnn.Linear(32, 128)  # torch's own default Linear draws from the same interval
+    assert np.abs(ref.weight.detach().numpy()).max() <= 1 / np.sqrt(32)
+    linears = {name: mod.in_features for name, mod in m_np.named_modules() if type(mod).__name__ == "Linear"}
+    assert len(linears) == 2 * 6 + 1
+    for name, fan_in in linears.items():
+        bound = 1 / np.sqrt(fan_in)
+        for suffix in ("weight", "bias"):
+            v = sd.get(f"{name}.{suffix}")
+            if v is None:
+                continue
+            # drawn on ±bound: inside it, and (32+ draws) some beyond half of it (the gpt2 init's zero biases are not)
+            assert 0.5 * bound < np.abs(v).max() <= bound, f"{name}.{suffix}"
+            if v.size >= 1024:  # a uniform on ±bound has std bound/√3
+                assert abs(v.std() / (bound / np.sqrt(3)) - 1) < 0.1, f"{name}.{suffix}"
+    assert all(np.all(v == 1) for k, v in sd.items() if k.endswith("scale"))
+    assert all(np.all(v == 0) for k, v in sd.items() if k.endswith("shift"))
+    gpt2 = GPTModel({**cfg, "weight_init": "gpt2"}, backend=backends.get_backend("numpy", "float64"), seed=7)
+    assert to_numpy_any(gpt2.state_dict()["tok_emb.weight"]).std() < 0.03
+    tied = GPTModel({**cfg, "tie_weights": True, "pad_vocab_multiple": 64}, backend=backends.get_backend("numpy"),
+                    seed=7)
+    assert tied.out_head.weight is tied.tok_emb.weight
+    rows = to_numpy_any(tied.tok_emb.weight)
+    assert rows.shape[0] == 512 and np.all(rows[500:] == 0) and abs(rows[:500].std() - 1.0) < 0.05
+    with pytest.raises(ValueError, match="weight_init='xavier' is not one of"):
+        GPTConfig.from_dict({**CFG, "weight_init": "xavier"})
