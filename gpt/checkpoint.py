@@ -288,7 +288,8 @@ def _copy_files(src: Path, dst: Path) -> None:
 # ---- models for inference -----------------------------------------------------------------------------------------
 
 def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, state) from a tinygpt checkpoint or run directory, or a Hugging Face GPT-2 directory.
+    """(model, tokenizer, state) from a tinygpt checkpoint or run directory, a Hugging Face GPT-2 directory, or a
+    GPT-2 hub name ("gpt2", ...) that `tinygpt download` has fetched.
 
     The model is in eval mode; a Hugging Face directory comes with GPT-2's tokenizer and state {"tokenizer":
     {"kind": "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
@@ -296,10 +297,15 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     from gpt.corpus import load_tokenizer
     from gpt.model import GPTModel
 
+    from gpt.weights import resolve_gpt2_name
+
     path = Path(path)
     if not path.exists():
+        path = resolve_gpt2_name(str(path)) or path   # "gpt2", "gpt2-medium", ...: the downloaded directory
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; give a `tinygpt train --out` directory, a "
-                                f"checkpoint, or a Hugging Face GPT-2 directory (config.json + model.safetensors)")
+                                f"checkpoint, a Hugging Face GPT-2 directory (config.json + model.safetensors), or "
+                                f"gpt2 / gpt2-medium / gpt2-large / gpt2-xl after `tinygpt download` of it")
     if not is_checkpoint_dir(path) and (path / "config.json").is_file() and not (path / INDEX_FILE).is_file():
         import tokenizer as tok_pkg
         from gpt.weights import load_hf_gpt2

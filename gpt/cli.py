@@ -325,8 +325,8 @@ def _load_data(source: str | None) -> Any:
 def add_generate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt from a checkpoint or a Hugging Face GPT-2 directory")
     p.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN_DIR,
-                   help="a `train --out` directory, a checkpoint, or a Hugging Face GPT-2 directory "
-                        f"(default: {DEFAULT_RUN_DIR})")
+                   help="a `train --out` directory, a checkpoint, a Hugging Face GPT-2 directory, or gpt2 (and "
+                        f"gpt2-medium, ...) once `download`ed (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--prompt", required=True, metavar="TEXT")
     p.add_argument("--max-new-tokens", type=_positive(int), default=100, metavar="N")
     p.add_argument("--temperature", type=_positive(float, allow_zero=True), default=0.8, metavar="T",

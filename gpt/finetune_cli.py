@@ -316,7 +316,8 @@ def _add_finetune_args(p: argparse.ArgumentParser, defaults: FinetuneConfig) -> 
     pos_int, pos_float = cli._positive(int), cli._positive(float)
     nonneg_int, nonneg_float = cli._positive(int, allow_zero=True), cli._positive(float, allow_zero=True)
     p.add_argument("--init", metavar="DIR", help="pretrained model: a `tinygpt train --out` directory or checkpoint, "
-                                                 "or a Hugging Face GPT-2 directory (`tinygpt download gpt2`)")
+                                                 "a Hugging Face GPT-2 directory, or gpt2 (gpt2-medium, ...) after "
+                                                 "`tinygpt download gpt2`")
     p.add_argument("--data", metavar="FILE", help="the data file (see the command's description)")
     p.add_argument("--out", metavar="DIR", required=True, help="run directory: checkpoints, metrics.jsonl, results")
     p.add_argument("--limit", type=pos_int, metavar="N", help="use only N examples (a quick trial)")

@@ -23,7 +23,8 @@ import numpy as np
 
 from .safetensors_io import SafetensorsError, read_safetensors, write_safetensors
 
-__all__ = ["HF_NAME_MAP", "HFName", "CheckpointError", "SafetensorsError", "hf_state_dict_to_book",
+__all__ = ["HF_NAME_MAP", "HFName", "CheckpointError", "SafetensorsError", "gpt2_cache_dir", "resolve_gpt2_name",
+           "hf_state_dict_to_book",
            "book_state_dict_to_hf", "config_from_hf", "config_to_hf", "read_hf_checkpoint", "load_hf_gpt2",
            "export_hf_gpt2", "download_gpt2", "read_safetensors", "write_safetensors"]
 
@@ -333,15 +334,35 @@ def export_hf_gpt2(model: Any, out_dir: str | os.PathLike, dtype: str | None = N
     return out
 
 
+def gpt2_cache_dir(size: str) -> Path:
+    """Where `tinygpt download` puts GPT-2 of `size` (124M|355M|774M|1558M): ~/.cache/tinygpt/models/gpt2-SIZE."""
+    from tokenizer.datafiles import cache_dir
+
+    return cache_dir() / "models" / f"gpt2-{size}"
+
+
+def resolve_gpt2_name(name: str) -> Path | None:
+    """The downloaded directory for a hub name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"), None for other
+    strings; FileNotFoundError naming the download command when that size is not downloaded yet."""
+    size = {repo: size for size, repo in GPT2_HUB_NAMES.items()}.get(str(name))
+    if size is None:
+        return None
+    folder = gpt2_cache_dir(size)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"GPT-2 {size} ({name}) is not downloaded: run `tinygpt download {name}` with "
+                                f"network access (it writes {folder}), or give the path of a GPT-2 directory")
+    return folder
+
+
 def download_gpt2(size: str = "124M", dest: str | os.PathLike | None = None, progress: bool = True,
                   fetch: Callable[..., Path] | None = None) -> Path:
     """Download OpenAI's GPT-2 (`size` 124M|355M|774M|1558M) from the Hugging Face hub into `dest`; files already
     there are kept. Returns the directory, ready for load_hf_gpt2. Default dest: ~/.cache/tinygpt/models/gpt2-SIZE."""
-    from tokenizer.datafiles import cache_dir, download_file
+    from tokenizer.datafiles import download_file
 
     if size not in GPT2_HUB_NAMES:
         raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_HUB_NAMES)}")
-    folder = Path(dest) if dest is not None else cache_dir() / "models" / f"gpt2-{size}"
+    folder = Path(dest) if dest is not None else gpt2_cache_dir(size)
     fetch = fetch or download_file
     for name in ("config.json", "model.safetensors"):
         if not (folder / name).is_file():

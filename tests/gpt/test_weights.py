@@ -283,3 +283,29 @@ def test_download_gpt2_fetches_config_and_weights_from_the_hub(tmp_path):
     assert len(calls) == 2
     with pytest.raises(ValueError, match="unknown GPT-2 size '7B'"):
         download_gpt2("7B", tmp_path, fetch=fake_fetch)
+
+
+def test_hub_names_resolve_to_the_downloaded_directory(hf_model, hf_dir, tmp_path, monkeypatch):
+    """load_model("gpt2") (so `--init gpt2`, `--checkpoint gpt2`) reads what `tinygpt download gpt2` wrote into the
+    cache; a size not downloaded names the command that fetches it; a local directory of that name wins."""
+    import backends
+    from conftest import require_data
+    from gpt.checkpoint import load_model
+    from gpt.weights import gpt2_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TINYGPT_DATA_DIR", str(require_data("gpt2/encoder.json").parent.parent))
+    monkeypatch.chdir(tmp_path)
+    assert gpt2_cache_dir("124M") == tmp_path / "home" / ".cache" / "tinygpt" / "models" / "gpt2-124M"
+    shutil.copytree(hf_dir, gpt2_cache_dir("124M"))
+    model, tok, state = load_model("gpt2", backends.get_backend("numpy"))
+    assert state == {"tokenizer": {"kind": "gpt2"}} and tok.eot_token == 50256
+    np.testing.assert_allclose(our_logits(model), hf_logits(hf_model), rtol=0, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match=r"GPT-2 355M \(gpt2-medium\) is not downloaded: run `tinygpt "
+                                                r"download gpt2-medium`"):
+        load_model("gpt2-medium", backends.get_backend("numpy"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model("gpt3", backends.get_backend("numpy"))
+    (tmp_path / "gpt2").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoint in 'gpt2'"):
+        load_model("gpt2", backends.get_backend("numpy"))   # the empty local folder is read, not the cache
