@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import urllib.error
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import backends
 
@@ -296,8 +299,12 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None
     # disable=None: no bar when stderr is not a terminal (logs, tests), where its redraws would be noise
     bar = tqdm(total=cfg.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                disable=None if dist.rank == 0 else True, file=sys.stderr)
-    with bar:
+    with bar, _graceful_interrupt(trainer, bar.write if dist.world_size == 1 else None):
         result = trainer.run(progress=bar)
+    if result.stopped:
+        _say(f"stopped at step {result.step}; checkpoint {result.checkpoint}; `{PROG} train --out {out} --resume` "
+             f"continues exactly from there")
+        return 130
     evals = result.evals
     summary = f"done: step {result.step} in {result.seconds:.0f} s"
     if evals:
@@ -306,6 +313,27 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None
          + (f"; plot {out / 'loss.png'}" if cfg.plot and (out / "loss.png").exists() else ""))
     _say(f"next: {PROG} generate --checkpoint {out} --prompt \"{cfg.sample_prompt}\"")
     return 0
+
+
+@contextlib.contextmanager
+def _graceful_interrupt(trainer: Any, write: Callable[[str], None] | None) -> Iterator[None]:
+    """While training: the first Ctrl-C finishes the step, writes a checkpoint and ends the run; a second aborts.
+    Off (plain KeyboardInterrupt) when `write` is None (DDP ranks) or outside the main thread."""
+    if write is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        write("stopping after this step to write a checkpoint (Ctrl-C again to abort at once)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _load_data(source: str | None) -> Any:

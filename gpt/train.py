@@ -209,6 +209,7 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)   # the metrics records of each evaluation
     checkpoint: Path | None = None
     seconds: float = 0.0
+    stopped: bool = False                              # ended early by request_stop() (checkpointed there)
 
 
 class Trainer:
@@ -229,6 +230,7 @@ class Trainer:
         self.dist = distributed or SingleProcess()
         self.is_main = self.dist.rank == 0
         self.notes: list[str] = []
+        self.stop_requested = False
         self.tokenizer, self.tokenizer_spec = tokenizer, tokenizer_spec
         self.data_source = data_source
         self.on_event = on_event
@@ -381,6 +383,13 @@ class Trainer:
             _truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         return self.step
 
+    def request_stop(self) -> None:
+        """Ask run() to finish the step in progress, checkpoint it and return (a graceful Ctrl-C). Single process
+        only: the ranks of a DDP run would stop at different steps and wait for each other forever."""
+        if self.dist.world_size > 1:
+            raise RuntimeError("request_stop() cannot stop the ranks of a DDP run together; interrupt torchrun")
+        self.stop_requested = True
+
     # ---- the loop ----
     def _emit(self, record: dict) -> None:
         if self.on_event is not None and self.is_main:
@@ -441,8 +450,11 @@ class Trainer:
                     result.evals.append(record)
                     self._emit({"event": "eval", **record})
                     result.checkpoint = self.save(record["val_loss"], record["train_loss"])
-                elif self.step == end:
+                elif self.step == end or self.stop_requested:
                     result.checkpoint = self.save()
+                if self.stop_requested:   # only between steps: weights and optimizer state are consistent here
+                    result.stopped = True
+                    break
         finally:
             if bar is not None and bar is not progress:
                 bar.close()

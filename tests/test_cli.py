@@ -305,3 +305,38 @@ def test_train_weight_init_torch_draws_the_books_init_and_keeps_it(data_file, tm
     assert abs(float(np.std(fresh.tok_emb.weight.numpy())) - 1.0) < 0.1
     rc, _, err = run(capsys, "train", "--out", out, "--resume", "--weight-init", "gpt2")
     assert rc == 2 and "--weight-init" in err
+
+
+def test_first_ctrl_c_checkpoints_and_resume_finishes_second_aborts(data_file, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `train` (SIGINT sent to this process at step 3): the step finishes, a checkpoint of it is
+    written, exit 130 with the resume command; `--resume` then runs to the end. Two Ctrl-C abort at once."""
+    import signal
+
+    from gpt.train import Trainer
+
+    step = Trainer.train_step
+    hits = {"n": 1}
+
+    def interrupted_step(self):
+        loss = step(self)
+        if self.step == 3:
+            for _ in range(hits["n"]):
+                os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    rc, stdout, err = run(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "6", "--eval-interval",
+                          "100", *TINY)
+    assert rc == 130 and "stopped at step 3" in stdout and "--resume" in stdout, (stdout, err)
+    assert read_checkpoint(out).step == 3
+    assert signal.getsignal(signal.SIGINT) is before      # the handler is put back
+    monkeypatch.setattr(Trainer, "train_step", step)
+    rc, stdout, err = run(capsys, "train", "--out", out, "--resume")
+    assert rc == 0 and read_checkpoint(out).step == 6, err
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    hits["n"] = 2
+    rc, stdout, err = run(capsys, "train", "--data", data_file, "--out", tmp_path / "run2", "--max-steps", "6", *TINY)
+    assert rc == 130 and "interrupted" in err

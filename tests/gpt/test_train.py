@@ -240,3 +240,35 @@ def test_missing_matplotlib_only_skips_the_plot(tmp_path, monkeypatch):
                      out_dir=tmp_path, on_event=events.append).run()
     assert result.step == 2 and not (tmp_path / "loss.png").exists()
     assert any(e["event"] == "warning" and "matplotlib" in e["message"] for e in events)
+
+
+def test_request_stop_checkpoints_the_finished_step_and_resume_is_exact(tmp_path):
+    """A graceful stop (what the CLI's first Ctrl-C asks for) ends run() after the step in progress with a checkpoint
+    of it, off the evaluation interval; resuming from it equals the uninterrupted run bit for bit."""
+    B = backends.get_backend("numpy")
+    train_ids, val_ids = split_ids(TEXT[:600])
+    cfg = tiny_train_cfg(max_steps=10, eval_interval=4)
+    tok = corpus.bytes_tokenizer()
+
+    def trainer(out):
+        model = GPTModel(tiny_cfg(drop=0.1), backend=B, seed=3)
+        return Trainer(model, train_ids, val_ids, cfg, out_dir=out, tokenizer=tok, tokenizer_spec={"kind": "bytes"})
+
+    whole = trainer(tmp_path / "whole")
+    whole.run()
+    stopped = trainer(tmp_path / "stopped")
+    step = stopped.train_step
+
+    def step_then_ask_to_stop():
+        loss = step()
+        if stopped.step == 5:
+            stopped.request_stop()
+        return loss
+
+    stopped.train_step = step_then_ask_to_stop
+    result = stopped.run()
+    assert result.stopped and result.step == 5 and read_checkpoint(tmp_path / "stopped").step == 5
+    again = trainer(tmp_path / "stopped")
+    assert again.resume() == 5 and not again.run().stopped and again.step == 10
+    w1, w2 = _weights(whole.model), _weights(again.model)
+    assert all(np.array_equal(w1[n], w2[n]) for n in w1)
