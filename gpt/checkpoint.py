@@ -296,7 +296,6 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     """
     from gpt.corpus import load_tokenizer
     from gpt.model import GPTModel
-
     from gpt.weights import resolve_gpt2_name
 
     path = Path(path)
