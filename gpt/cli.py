@@ -317,8 +317,8 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None
 
 @contextlib.contextmanager
 def _graceful_interrupt(trainer: Any, write: Callable[[str], None] | None) -> Iterator[None]:
-    """While training: the first Ctrl-C finishes the step, writes a checkpoint and ends the run; a second aborts.
-    Off (plain KeyboardInterrupt) when `write` is None (DDP ranks) or outside the main thread."""
+    """While training (a Trainer or FinetuneRun): the first Ctrl-C finishes the step, writes a checkpoint and ends
+    the run; a second aborts. Off (plain KeyboardInterrupt) when `write` is None (DDP ranks) or off the main thread."""
     if write is None or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -621,7 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; `{PROG} train --resume` continues from the last checkpoint", file=sys.stderr)
+        print(f"{PROG}: interrupted; the same command with --resume (and the same --out) continues from the last "
+              f"checkpoint", file=sys.stderr)
         return 130
     except (ValueError, TypeError, KeyError, ImportError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

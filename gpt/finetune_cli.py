@@ -104,6 +104,7 @@ class FinetuneRun:
         self.step, self.examples_seen, self.tokens_seen = 0, 0, 0
         self.checkpoints = CheckpointManager(self.out_dir, self.cfg.keep_last) if self.out_dir else None
         self._batches: Iterator | None = None
+        self.stop_requested = self.stopped = False
 
     def lr(self, step: int) -> float:
         from gpt.schedule import lr_at
@@ -205,8 +206,12 @@ class FinetuneRun:
                 "tokens_seen": self.tokens_seen, "tokens_per_s": tokens_per_s,
                 "epoch": self.examples_seen / max(len(self.loader.dataset), 1)}
 
+    def request_stop(self) -> None:
+        """Ask run() to finish the step in progress, checkpoint it and return with `stopped` set (a graceful Ctrl-C)."""
+        self.stop_requested = True
+
     def run(self, progress: Any = None) -> list[dict]:
-        """Train to total_steps from the current step; returns the evaluation records of this call."""
+        """Train to total_steps from the current step (or to a requested stop); returns this call's evaluations."""
         evals: list[dict] = []
         self.model.train()
         if self.step == 0:
@@ -232,6 +237,11 @@ class FinetuneRun:
                 evals.append(record)
                 self._emit({"event": "eval", **record})
                 self.save(record)
+            elif self.stop_requested:
+                self.save()
+            if self.stop_requested:   # between steps: weights and optimizer state are consistent here
+                self.stopped = True
+                break
         return evals
 
 
@@ -424,8 +434,12 @@ def _run(run: FinetuneRun, resume_from: Path | None) -> list[dict]:
     bar = tqdm(total=run.total_steps, initial=run.step, desc="finetune", unit="step", dynamic_ncols=True,
                disable=None, file=sys.stderr)
     run.on_event = _printer(bar)
-    with bar:
-        return run.run(progress=bar)
+    with bar, _cli()._graceful_interrupt(run, bar.write):
+        evals = run.run(progress=bar)
+    if run.stopped:
+        _say(f"stopped at step {run.step}; checkpoint {run.checkpoints.latest() if run.checkpoints else None}; the "
+             f"same command with --out {run.out_dir} --resume continues exactly from there")
+    return evals
 
 
 def _printer(bar: Any) -> Callable[[dict], None]:
@@ -545,6 +559,8 @@ def cmd_finetune_classify(args: argparse.Namespace) -> int:
             f" ({ft['trainable']})") + f"; backend {run.B.name} {run.B.dtype_name}")
     t0 = time.perf_counter()
     _run(run, run_info["resume_from"])
+    if run.stopped:
+        return 130
     seconds = time.perf_counter() - t0
     accs = {name: calc_accuracy_loader(batches, model, pad_token_id=pool_pad)
             for name, batches in (("train", train_eval), ("val", val_eval), ("test", test_eval))}
@@ -648,6 +664,8 @@ def cmd_finetune_instruct(args: argparse.Namespace) -> int:
          + f"; backend {run.B.name} {run.B.dtype_name}")
     t0 = time.perf_counter()
     evals = _run(run, run_info["resume_from"])
+    if run.stopped:
+        return 130
     seconds = time.perf_counter() - t0
     out = run_info["out"]
     if ft["lora"]:

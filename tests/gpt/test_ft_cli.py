@@ -164,3 +164,35 @@ def test_init_from_a_hugging_face_directory_uses_gpt2s_tokenizer(tmp_path, capsy
     model, tok, state = load_finetuned(tmp_path / "run", backends.get_backend("numpy"))
     assert state["tokenizer"] == {"kind": "gpt2"} and tok.eot_token == 50256
     assert tuple(model.out_head.linear.weight.shape) == (2, 8)
+
+
+def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrained, tmp_path, capsys, monkeypatch):
+    """SIGINT at step 2 of 4: the step finishes and is checkpointed (off the eval interval), exit 130 without results;
+    `--resume` then ends with the same weights as an uninterrupted run."""
+    import os
+    import signal
+
+    from gpt.finetune_cli import FinetuneRun
+
+    step = FinetuneRun.train_step
+
+    def interrupted_step(self):
+        loss = step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    args = ["--max-steps", 4, "--eval-interval", 10]
+    assert classify(pretrained, tmp_path / "straight", *args) == 0
+    monkeypatch.setattr(FinetuneRun, "train_step", interrupted_step)
+    assert classify(pretrained, tmp_path / "split", *args) == 130
+    out = capsys.readouterr().out
+    assert "stopped at step 2" in out and "--resume" in out and not (tmp_path / "split" / "results.json").exists()
+    monkeypatch.setattr(FinetuneRun, "train_step", step)
+    assert tinygpt("finetune", "classify", "--out", tmp_path / "split", "--resume") == 0
+    B = backends.get_backend("numpy")
+    (a, _, sa), (b, _, sb) = (load_finetuned(tmp_path / d, B) for d in ("straight", "split"))
+    assert sa["step"] == sb["step"] == 4
+    wa, wb = a.state_dict(), b.state_dict()
+    for name in wa:
+        np.testing.assert_array_equal(B.to_numpy(wa[name]), B.to_numpy(wb[name]), err_msg=name)
