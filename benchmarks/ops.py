@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable

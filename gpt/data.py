@@ -100,6 +100,7 @@ class DataLoader:
                              f"drop_last=True: lower batch_size or pass drop_last=False")
         self.epoch, self.batch = 0, 0
         self._running = False
+        self._stream: Iterator[tuple[np.ndarray, np.ndarray]] | None = None   # next_batch()'s open pass
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -122,6 +123,19 @@ class DataLoader:
         if self._running:
             return self._read_only(self.epoch)
         return self._advancing()
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The batch at the loader's position, epoch after epoch without end: a training loop counted in steps.
+
+        Its pass stays open between calls, so a `for` over the loader meanwhile is an iteration inside an iteration
+        (it reads the current epoch and leaves the position alone)."""
+        while True:
+            if self._stream is None:
+                self._stream = iter(self)
+            try:
+                return next(self._stream)
+            except StopIteration:   # the pass ended and moved the position to the next epoch
+                self._stream = None
 
     def _read_only(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.order(epoch)
@@ -164,6 +178,9 @@ class DataLoader:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         if epoch < 0 or not 0 <= batch <= len(self):
             raise ValueError(f"loader state epoch={epoch}, batch={batch} is out of range (0..{len(self)} batches)")
+        if self._stream is not None:   # next_batch() continues from the restored position, not the old pass
+            self._stream.close()
+            self._stream = None
         self.epoch, self.batch = epoch, batch
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -103,7 +103,6 @@ class FinetuneRun:
         self.total_steps = self.cfg.max_steps or self.cfg.epochs * len(loader)
         self.step, self.examples_seen, self.tokens_seen = 0, 0, 0
         self.checkpoints = CheckpointManager(self.out_dir, self.cfg.keep_last) if self.out_dir else None
-        self._batches: Iterator | None = None
         self.stop_requested = self.stopped = False
 
     def lr(self, step: int) -> float:
@@ -113,13 +112,8 @@ class FinetuneRun:
         return lr_at(step, c.lr, c.lr if c.min_lr is None else c.min_lr, c.warmup_steps, self.total_steps)
 
     def next_batch(self) -> tuple[Any, Any]:
-        while True:
-            if self._batches is None:
-                self._batches = iter(self.loader)
-            try:
-                return next(self._batches)
-            except StopIteration:
-                self._batches = None
+        """The next training batch, moving to the next (reshuffled) epoch at the end of one."""
+        return self.loader.next_batch()
 
     def train_step(self) -> float:
         """One optimizer step; returns its loss. A NaN/inf loss raises gpt.train.TrainingDiverged."""
@@ -173,7 +167,6 @@ class FinetuneRun:
         if opt is not None:
             load_optimizer_state_by_name(self.optimizer, self.model, self.B, ckpt.optimizer_arrays, opt["scalars"])
         self.loader.load_state_dict(ckpt.state["data"]["loader"])
-        self._batches = None
         self.step = ckpt.step
         self.examples_seen = int(ckpt.state.get("examples_seen", 0))
         self.tokens_seen = int(ckpt.state.get("tokens_seen", 0))

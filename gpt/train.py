@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -259,7 +259,6 @@ class Trainer:
         self.step = 0
         self.checkpoints = (CheckpointManager(self.out_dir, self.cfg.keep_last)
                             if self.out_dir is not None and self.is_main else None)
-        self._batches: Iterator | None = None
 
     def _build_runner(self) -> StepRunner:
         """The training forward path: B.module(model), compiled, DDP-wrapped, each only where asked for."""
@@ -287,13 +286,7 @@ class Trainer:
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
         """The next training batch, moving to the next (reshuffled) epoch at the end of one."""
-        while True:
-            if self._batches is None:
-                self._batches = iter(self.loader)
-            try:
-                return next(self._batches)
-            except StopIteration:
-                self._batches = None
+        return self.loader.next_batch()
 
     def evaluate(self) -> tuple[float, float]:
         """Mean loss on the fixed train and validation evaluation batches, in eval mode without a graph."""
@@ -377,7 +370,6 @@ class Trainer:
         if opt is not None:
             load_optimizer_state_by_name(self.optimizer, self.model, self.B, ckpt.optimizer_arrays, opt["scalars"])
         self.loader.load_state_dict(ckpt.state["data"]["loader"])
-        self._batches = None
         self.step = ckpt.step
         if self.out_dir is not None and self.is_main:
             _truncate_metrics(self.out_dir / METRICS_FILE, self.step)

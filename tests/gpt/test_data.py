@@ -160,6 +160,19 @@ def test_resume_continues_exactly_where_the_state_was_saved():
     assert seen == expected
 
 
+def test_next_batch_streams_epochs_and_follows_a_restored_position():
+    """next_batch() (the trainers' step-counted loop) gives the epochs' batches back to back, reshuffled each epoch,
+    and after load_state_dict continues from the restored position, not from the pass it had open."""
+    ref, run = make_loader(), make_loader()
+    expected = [x.tolist() for _ in range(3) for x, _ in ref]
+    n = len(run)
+    seen = [run.next_batch()[0].tolist() for _ in range(n + 2)]
+    assert seen == expected[:n + 2] and run.state_dict()["epoch"] == 1 and run.state_dict()["batch"] == 2
+    state = make_loader().state_dict()                            # back to epoch 0, batch 0 mid-pass
+    run.load_state_dict(state)
+    assert [run.next_batch()[0].tolist() for _ in range(3 * n)] == expected
+
+
 def test_state_at_an_epoch_end_resumes_at_the_next_epoch():
     run = make_loader()
     batches = []
