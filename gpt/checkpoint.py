@@ -111,6 +111,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def restore_training(ckpt: Any, model: Any, optimizer: Any, loader: Any) -> int:
+    """Load a checkpoint's weights, optimizer state (matched by name) and data position into a run being resumed;
+    returns the checkpoint's step. Shared by the pretraining Trainer and the fine-tuning runs."""
+    model.load_state_dict(ckpt.weights)
+    opt = ckpt.state.get("optimizer")
+    if opt is not None:
+        load_optimizer_state_by_name(optimizer, model, model.B, ckpt.optimizer_arrays, opt["scalars"])
+    loader.load_state_dict(ckpt.state["data"]["loader"])
+    return ckpt.step
+
+
 def build_dir_atomic(final: Path, build: Callable[[Path], None]) -> Path:
     """Fill a temporary directory with `build(tmp)`, then move it to `final` (replacing an old one)."""
     final = Path(final)

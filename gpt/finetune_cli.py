@@ -159,22 +159,15 @@ class FinetuneRun:
 
     def resume(self, path: str | Path) -> int:
         """Restore weights, optimizer state, step, counters and data position from a checkpoint."""
-        from gpt.checkpoint import load_optimizer_state_by_name, read_checkpoint
+        from gpt.checkpoint import read_checkpoint, restore_training
+        from gpt.train import truncate_metrics
 
         ckpt = read_checkpoint(path)
-        self.model.load_state_dict(ckpt.weights)
-        opt = ckpt.state.get("optimizer")
-        if opt is not None:
-            load_optimizer_state_by_name(self.optimizer, self.model, self.B, ckpt.optimizer_arrays, opt["scalars"])
-        self.loader.load_state_dict(ckpt.state["data"]["loader"])
-        self.step = ckpt.step
+        self.step = restore_training(ckpt, self.model, self.optimizer, self.loader)
         self.examples_seen = int(ckpt.state.get("examples_seen", 0))
         self.tokens_seen = int(ckpt.state.get("tokens_seen", 0))
-        if self.out_dir is not None and (self.out_dir / METRICS_FILE).is_file():
-            from gpt.train import read_metrics
-
-            kept = [r for r in read_metrics(self.out_dir / METRICS_FILE) if r.get("step", 0) <= self.step]
-            (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        if self.out_dir is not None:
+            truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         return self.step
 
     def _emit(self, record: dict) -> None:

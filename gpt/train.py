@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gpt import flops
-from gpt.checkpoint import CheckpointManager, load_optimizer_state_by_name, read_checkpoint
+from gpt.checkpoint import CheckpointManager, read_checkpoint, restore_training
 from gpt.data import DataLoader, GPTDatasetV1
 from gpt.distributed import SingleProcess
 from gpt.pretrain import calc_loss_batch, calc_loss_loader, generate_and_print_sample, plot_losses
@@ -365,14 +365,9 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> int:
         """Restore weights, optimizer state, step and data position from a checkpoint (default: out_dir's latest)."""
         ckpt = read_checkpoint(path if path is not None else self.out_dir)
-        self.model.load_state_dict(ckpt.weights)
-        opt = ckpt.state.get("optimizer")
-        if opt is not None:
-            load_optimizer_state_by_name(self.optimizer, self.model, self.B, ckpt.optimizer_arrays, opt["scalars"])
-        self.loader.load_state_dict(ckpt.state["data"]["loader"])
-        self.step = ckpt.step
+        self.step = restore_training(ckpt, self.model, self.optimizer, self.loader)
         if self.out_dir is not None and self.is_main:
-            _truncate_metrics(self.out_dir / METRICS_FILE, self.step)
+            truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         return self.step
 
     def request_stop(self) -> None:
@@ -486,7 +481,7 @@ def read_metrics(path: str | Path, evals_only: bool = False) -> list[dict]:
     return [r for r in records if "val_loss" in r] if evals_only else records
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Drop the records after `step` (written by a run that went past its last checkpoint) before resuming."""
     if path.is_file():
         kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
