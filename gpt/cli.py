@@ -379,16 +379,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(args.prompt)
     out.flush()
+    write_tokens(generate_stream(model, ids, args.max_new_tokens, model.cfg.context_length,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_id=eos,
+                                 seed=args.seed), tok, out)
+    return 0
+
+
+def write_tokens(tokens: Any, tok: Any, out: Any) -> None:
+    """Write streamed token ids to `out` as text as they arrive, then a newline (generate and chat)."""
     # tokens may end inside a UTF-8 character: the incremental decoder holds such bytes until the rest arrives
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for token in generate_stream(model, ids, args.max_new_tokens, model.cfg.context_length,
-                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_id=eos,
-                                 seed=args.seed):
+    for token in tokens:
         out.write(decoder.decode(tok.decode_bytes([token])))
         out.flush()
     out.write(decoder.decode(b"", final=True) + "\n")
     out.flush()
-    return 0
 
 
 # ---- eval ---------------------------------------------------------------------------------------------------------

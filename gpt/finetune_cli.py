@@ -16,7 +16,6 @@ the run also writes DIR/merged/, the LoRA-merged plain model (`tinygpt convert -
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import math
 import sys
@@ -722,14 +721,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not question:
             continue
         ids = np.asarray([tok.encode(format_chat_prompt(question))], dtype=np.int64)[:, -(ctx - 1):]
-        # tokens may end inside a UTF-8 character: the incremental decoder holds such bytes until the rest arrives
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for token in generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
-                                     top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed):
-            out.write(decoder.decode(tok.decode_bytes([token])))
-            out.flush()
-        out.write(decoder.decode(b"", final=True) + "\n")
-        out.flush()
+        _cli().write_tokens(generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
+                                            top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed),
+                            tok, out)
     return 0
 
 
