@@ -1,7 +1,7 @@
 """torch.nn.functional's names and keywords for tinytensor: fused ops, each a few-line `Function` over a kernel pair.
 
-Every fused op (`linear`, `embedding`, `layer_norm`, `gelu`, `softmax`, `log_softmax`, `cross_entropy`, `dropout`,
-`scaled_dot_product_attention`) calls the forward/backward pair in `tinytensor.kernels`, where the math is derived.
+Every fused op (`linear`, `embedding`, `layer_norm`, `gelu`, `softmax`, `log_softmax`, `logsigmoid`,
+`cross_entropy`, `dropout`, `scaled_dot_product_attention`) calls the forward/backward pair in `tinytensor.kernels`, where the math is derived.
 The `*_composite` twins build the same function from the primitive ops in `ops.py` only, so the tests can check
 fused == composite == torch == finite differences (DESIGN §4). Dtypes are never mixed or silently upcast: float32
 stays float32 and mixing float dtypes raises TypeError.
@@ -20,6 +20,7 @@ from .kernels import flash_attention as _flash
 from .kernels import gelu as _gelu
 from .kernels import layer_norm as _ln
 from .kernels import matmul as _mm
+from .kernels import sigmoid as _sig
 from .kernels import softmax as _sm
 from .tensor import Function, Tensor, _dims, get_array_module
 
@@ -214,6 +215,25 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
     return LogSoftmax.apply(x, dim=_dims(dim, x.ndim)[0])
 
 
+# ---------------------------------------------------------------- logsigmoid
+class LogSigmoid(Function):
+    """out = logσ(x) = −log(1 + e^(−x));  dx = g · σ(−x); the stable forms are in kernels/sigmoid.py."""
+
+    def forward(self, x):
+        self.x = x
+        out, self.e = _sig.log_sigmoid_forward(x)
+        return out
+
+    def backward(self, g):
+        return (_sig.log_sigmoid_backward(g, self.x, self.e),)
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """torch.nn.functional.logsigmoid, elementwise log(1 / (1 + e^(−x))) without overflow (DPO's loss)."""
+    (x,) = _floats(input)
+    return LogSigmoid.apply(x)
+
+
 # ---------------------------------------------------------------- cross_entropy
 class CrossEntropy(Function):
     """Fused log-softmax + NLL of (N, C) logits;  dlogits = (softmax − onehot) · row weight · g."""
@@ -387,6 +407,12 @@ def log_softmax_composite(input: Tensor, dim: int) -> Tensor:
     return z - z.exp().sum(d, keepdim=True).log()
 
 
+def logsigmoid_composite(input: Tensor) -> Tensor:
+    """logsigmoid from primitives: min(x, 0) − log(1 + e^(−|x|)), with min(x, 0) = (x − |x|) / 2."""
+    (x,) = _floats(input)
+    return 0.5 * (x - x.abs()) - (1.0 + (-x.abs()).exp()).log()
+
+
 def layer_norm_composite(input: Tensor, normalized_shape, weight: Tensor | None = None,
                          bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """The book's LayerNorm from primitives: (x − mean) / √(var + eps) · w + b, biased variance."""
@@ -453,7 +479,8 @@ def attention_composite(query: Tensor, key: Tensor, value: Tensor, attn_mask: An
     return probs @ v
 
 
-__all__ = ["linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout",
-           "scaled_dot_product_attention", "flash_attention", "FlashAttention", "attention_composite",
-           "layer_norm_composite", "gelu_composite", "softmax_composite", "log_softmax_composite", "cross_entropy_composite", "Linear", "Embedding",
-           "LayerNorm", "GELU", "Softmax", "LogSoftmax", "CrossEntropy", "Dropout", "Attention"]
+__all__ = ["linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "logsigmoid", "cross_entropy",
+           "dropout", "scaled_dot_product_attention", "flash_attention", "FlashAttention", "attention_composite",
+           "layer_norm_composite", "gelu_composite", "softmax_composite", "log_softmax_composite",
+           "logsigmoid_composite", "cross_entropy_composite", "Linear", "Embedding", "LayerNorm", "GELU", "Softmax", "LogSoftmax",
+           "LogSigmoid", "CrossEntropy", "Dropout", "Attention"]

@@ -42,8 +42,8 @@ def test_instances_expose_the_design_contract(name):
     B = backends.get_backend(name, dtype="float64")
     for attr in ("tensor", "to_numpy", "F", "AdamW", "no_grad", "manual_seed", "clip_grad_norm", "autocast", "module"):
         assert hasattr(B, attr), attr
-    for fn in ("linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout",
-               "scaled_dot_product_attention"):
+    for fn in ("linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "logsigmoid", "cross_entropy",
+               "dropout", "scaled_dot_product_attention"):
         assert callable(getattr(B.F, fn)), fn
     F_params = {fn: list(inspect.signature(getattr(B.F, fn)).parameters) for fn in ("cross_entropy", "dropout")}
     assert "ignore_index" in F_params["cross_entropy"] and "training" in F_params["dropout"]

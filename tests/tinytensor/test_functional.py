@@ -26,6 +26,7 @@ BOOL_MASK = _rng.random((5, 5)) < 0.7
 np.fill_diagonal(BOOL_MASK, True)  # every query keeps at least one key
 BOTTOM_RIGHT = np.tril(np.ones((3, 7), dtype=bool), k=7 - 3)  # a KV cache: 3 new queries see all 4 cached keys
 FLOAT_MASK = _rng.standard_normal((5, 5))
+WIDE = np.array([[-800.0, -40.0, -3.0, -1e-9, 0.0, 1e-9, 2.5, 40.0, 800.0]])  # no overflow at ±800
 
 # (name, torch_fn, ours_fn, inputs)
 CASES = [
@@ -44,6 +45,8 @@ CASES = [
     ("softmax_dim0", lambda x: TF.softmax(x, dim=0), lambda x: F.softmax(x, dim=0), [(2, 3, 5)]),
     ("log_softmax_last", lambda x: TF.log_softmax(x, dim=-1), lambda x: F.log_softmax(x, dim=-1), [(2, 3, 5)]),
     ("log_softmax_dim1", lambda x: TF.log_softmax(x, dim=1), lambda x: F.log_softmax(x, dim=1), [(2, 3, 5)]),
+    ("logsigmoid", TF.logsigmoid, F.logsigmoid, [(3, 7)]),
+    ("logsigmoid_wide", TF.logsigmoid, F.logsigmoid, [WIDE]),
     ("cross_entropy", TF.cross_entropy, F.cross_entropy, [(6, 5), TARGETS]),
     ("cross_entropy_ignore", TF.cross_entropy, F.cross_entropy, [(6, 5), TARGETS_IGNORED]),
     ("cross_entropy_ignore_sum", lambda x, t: TF.cross_entropy(x, t, reduction="sum"),
@@ -100,6 +103,7 @@ COMPOSITES = [
      lambda x, w, b: F.layer_norm_composite(x, (6,), w, b), [(2, 3, 6), (6,), (6,)]),
     ("gelu_tanh", lambda x: TF.gelu(x, approximate="tanh"), F.gelu_composite, [(3, 7)]),
     ("softmax", lambda x: TF.softmax(x, dim=1), lambda x: F.softmax_composite(x, 1), [(2, 3, 5)]),
+    ("logsigmoid", TF.logsigmoid, F.logsigmoid_composite, [(3, 7)]),
     ("log_softmax", lambda x: TF.log_softmax(x, dim=-1), lambda x: F.log_softmax_composite(x, -1), [(2, 3, 5)]),
     ("cross_entropy_ignore", TF.cross_entropy, F.cross_entropy_composite, [(6, 5), TARGETS_IGNORED]),
     ("cross_entropy_3d_none", lambda x, t: TF.cross_entropy(x, t, reduction="none"),
@@ -164,6 +168,16 @@ def test_attention_dropout_zeroes_weights_and_rescales():
     weights = np.tril(np.ones((6, 6))) / np.arange(1, 7)[:, None]
     assert np.all((out == 0) | np.isclose(out, 2 * weights))  # each weight dropped or scaled by 1/(1 − p)
     assert 0 < np.count_nonzero(out) < np.count_nonzero(weights)
+
+
+def test_logsigmoid_keeps_relative_precision_far_from_zero():
+    # logσ(40) = −e^(−40)(1 − …): a plain log(1 + e^(−x)) rounds it to 0; the kernel's log1p keeps every digit
+    x = tt.Tensor(np.array([40.0, 700.0, -700.0]), requires_grad=True)
+    out = F.logsigmoid(x)
+    ref = TF.logsigmoid(torch.tensor([40.0, 700.0, -700.0], dtype=torch.float64))
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-14)
+    out.backward(np.ones(3))
+    np.testing.assert_allclose(x.grad.numpy(), [np.exp(-40.0) / (1 + np.exp(-40.0)), np.exp(-700.0), 1.0], rtol=1e-14)
 
 
 def test_fully_masked_attention_row_gives_zeros():
