@@ -139,6 +139,17 @@ class Log(Function):
         return (g / self.x,)
 
 
+class Log1p(Function):
+    """out = ln(1 + x), exact for tiny x;  dx = g / (1 + x)."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).log1p(x)
+
+    def backward(self, g):
+        return (g / (1 + self.x),)
+
+
 class Tanh(Function):
     """out = tanh x;  dx = g · (1 − out²)."""
 

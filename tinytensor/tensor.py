@@ -287,6 +287,7 @@ class Tensor:
     # ---- elementwise math ----
     def exp(self): return _ops().Exp.apply(self)
     def log(self): return _ops().Log.apply(self)
+    def log1p(self): return _ops().Log1p.apply(self)
     def tanh(self): return _ops().Tanh.apply(self)
     def sqrt(self): return _ops().Sqrt.apply(self)
     def pow(self, exponent): return self ** exponent
@@ -324,6 +325,11 @@ class Tensor:
         if dtype is None or isinstance(dtype, str) and dtype in ("cpu", "cuda", self.device):
             return self
         return _ops().Cast.apply(self, dtype=np.dtype(dtype))
+
+    def new_tensor(self, data: Any, dtype: Any = None) -> "Tensor":
+        """torch.Tensor.new_tensor: a leaf tensor holding `data`, with this tensor's dtype (or `dtype`) and device."""
+        xp = get_array_module(self.data)
+        return Tensor(xp.asarray(_raw(data), dtype=self.dtype if dtype is None else np.dtype(dtype)))
 
     def float(self) -> "Tensor": return self.to(np.float32)
     def double(self) -> "Tensor": return self.to(np.float64)

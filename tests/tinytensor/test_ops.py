@@ -43,6 +43,8 @@ CASES = [
      b.permute(2, 0, 1), [(4, 3), (4, 5, 2)]),
     ("exp", torch.exp, lambda a: a.exp(), [(3, 4)]),
     ("log", torch.log, lambda a: a.log(), [POS]),
+    ("log1p", torch.log1p, lambda a: a.log1p(), [POS]),
+    ("log1p_tiny", torch.log1p, lambda a: a.log1p(), [np.array([1e-18, 3e-12, -1e-9, 0.5])]),
     ("tanh", torch.tanh, lambda a: a.tanh(), [(3, 4)]),
     ("sqrt", torch.sqrt, lambda a: a.sqrt(), [POS]),
     ("abs", torch.abs, lambda a: a.abs(), [AWAY]),
@@ -107,6 +109,16 @@ def test_op_vs_torch(name, torch_fn, ours_fn, inputs, dtype, rtol):
 def test_op_finite_differences(name, torch_fn, ours_fn, inputs):
     arrays = _make_inputs(inputs, np.float64, seed=3)
     gradcheck(ours_fn, [tt.Tensor(a, requires_grad=True) for a in arrays])
+
+
+def test_new_tensor_takes_dtype_from_the_tensor_as_torch():
+    for dtype in (np.float32, np.float64):
+        x = tt.Tensor(np.zeros(2, dtype=dtype), requires_grad=True)
+        mask = np.array([True, False])
+        ours, ref = x.new_tensor(mask), torch.zeros(2, dtype={np.float32: torch.float32, np.float64: torch.float64}[dtype]).new_tensor(mask)
+        assert ours.dtype == dtype and not ours.requires_grad and ours.is_leaf
+        np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+    assert x.new_tensor([3, 4], dtype=np.int64).dtype == np.int64
 
 
 def test_cast_between_float_dtypes():
