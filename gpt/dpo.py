@@ -1,0 +1,216 @@
+"""Direct Preference Optimization: the book's chapter 7 bonus (ch07/04_preference-tuning-with-dpo), every backend.
+
+DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward Model") tunes
+a policy πθ on pairs (x, y_w, y_l) of a prompt with a preferred ("chosen") and a dispreferred ("rejected") answer,
+against a frozen reference πref (the starting weights). Eq. 7 of the paper:
+
+    L_DPO = −E[ log σ( β·(log πθ(y_w|x) − log πref(y_w|x)) − β·(log πθ(y_l|x) − log πref(y_l|x)) ) ]
+
+As in the book's code, log π(y|x) is the *mean* log-probability of the response tokens (prompt and padding masked,
+`compute_logprobs`), not the paper's sum, and the loss is the batch mean. The "rewards" returned with the loss are
+the book's: batch means of the detached log-ratios log πθ(y|x) − log πref(y|x); the paper's implicit reward
+r(x, y) = β·log(πθ(y|x) / πref(y|x)) (its eq. 5, up to the partition term) is β times those.
+
+Data: the book's preference records {"instruction", "input", "chosen", "rejected"} (instruction-data-with-
+preference.json), its 85/10/5 train/test/validation split (gpt.instruct.split_instruction_data) and the Alpaca
+prompt (gpt.instruct.format_input). Everything is written with tensor methods (PyTorch's names), so the same code
+runs on numpy, cupy and torch tensors; batches stay NumPy until the model reads them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from gpt.instruct import RESPONSE_HEADER, format_input
+from gpt.nn import to_numpy_any
+
+PREFERENCE_DATA_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/"
+                       "04_preference-tuning-with-dpo/instruction-data-with-preference.json")
+
+
+def log_sigmoid(x: Any) -> Any:
+    """log σ(x) = min(x, 0) − log1p(e^(−|x|)), stable for any x (the exponent is never positive).
+
+    min(x, 0) is (x − |x|) / 2, exact in floating point; tensor methods only, so every backend's tensors work.
+    """
+    magnitude = x.abs()
+    return 0.5 * (x - magnitude) - (-magnitude).exp().log1p()
+
+
+def compute_dpo_loss(model_chosen_logprobs: Any, model_rejected_logprobs: Any, reference_chosen_logprobs: Any,
+                     reference_rejected_logprobs: Any, beta: float = 0.1) -> tuple[Any, Any, Any]:
+    """(loss, chosen_rewards, rejected_rewards) of eq. 7 for (batch,) log-prob tensors (book's name and return).
+
+    loss = mean −log σ(β·((π_c − ref_c) − (π_r − ref_r))); the rewards are batch means of the detached log-ratios
+    π − ref (multiply by beta for the paper's implicit reward).
+    """
+    model_logratios = model_chosen_logprobs - model_rejected_logprobs
+    reference_logratios = reference_chosen_logprobs - reference_rejected_logprobs
+    losses = -log_sigmoid(beta * (model_logratios - reference_logratios))
+    chosen_rewards = (model_chosen_logprobs - reference_chosen_logprobs).detach()
+    rejected_rewards = (model_rejected_logprobs - reference_rejected_logprobs).detach()
+    return losses.mean(), chosen_rewards.mean(), rejected_rewards.mean()
+
+
+def compute_logprobs(logits: Any, labels: Any, selection_mask: Any = None) -> Any:
+    """Per-sequence mean log-probability (batch,) of `labels` (b, t) under `logits` (b, t, vocab), the book's.
+
+    Position j predicts token j + 1, so labels and mask are shifted by one; with a selection mask (b, t) of the
+    tokens that count (the response: prompt and padding False) the mean runs over those tokens only.
+    """
+    labels = to_numpy_any(labels).astype(np.int64)[:, 1:]
+    logits = logits[:, :-1, :]                                          # (b, t-1, vocab)
+    # log p(label) = logit_label − log Σ_v e^logit_v, the sum shifted by the row max (a constant: no gradient)
+    shift = logits.detach().amax(dim=-1, keepdim=True)                  # (b, t-1, 1)
+    log_norm = (logits - shift).exp().sum(dim=-1).log() + shift.squeeze(-1)   # (b, t-1)
+    rows, cols = np.meshgrid(np.arange(labels.shape[0]), np.arange(labels.shape[1]), indexing="ij")
+    selected = logits[rows, cols, labels] - log_norm                    # (b, t-1)
+    if selection_mask is None:
+        return selected.mean(dim=-1)
+    mask = logits.new_tensor(to_numpy_any(selection_mask)[:, 1:].astype(np.float64))   # (b, t-1) of 0/1
+    return (selected * mask).sum(dim=-1) / mask.sum(dim=-1)
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+
+def load_preference_data(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The records of a preference JSON file: a list of {"instruction", "input", "chosen", "rejected"} objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"preference data {str(path)!r} not found; download {PREFERENCE_DATA_URL}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); give a list of preference records") from None
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path} must hold a non-empty JSON list of {{instruction, input, chosen, rejected}} "
+                         f"records")
+    for i, entry in enumerate(data):
+        missing = [k for k in ("instruction", "chosen", "rejected") if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise ValueError(f"{path}: record {i} has no {', '.join(repr(k) for k in missing)}; each record needs "
+                             f"instruction, chosen, rejected and optionally input")
+    return data
+
+
+class PreferenceDataset:
+    """Each record encoded as prompt + chosen and prompt + rejected (the book's PreferenceDataset).
+
+    Item i is {"prompt_length", "chosen", "rejected"}: the token count of the prompt (format_input and the
+    response header) and the two full id lists.
+    """
+
+    def __init__(self, data: Sequence[dict[str, str]], tokenizer: Any):
+        self.data = list(data)
+        self.items: list[dict[str, Any]] = []
+        for entry in self.data:
+            prompt = format_input(entry) + RESPONSE_HEADER
+            chosen = list(tokenizer.encode(prompt + entry["chosen"]))
+            rejected = list(tokenizer.encode(prompt + entry["rejected"]))
+            # BPE may merge across the prompt/response boundary; the prompt's own encoding is the safe count
+            n = min(len(tokenizer.encode(prompt)), len(chosen), len(rejected))
+            self.items.append({"prompt_length": n, "chosen": chosen, "rejected": rejected})
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def dpo_collate_fn(batch: Sequence[dict[str, Any]], pad_token_id: int = 50256, allowed_max_length: int | None = None,
+                   mask_prompt_tokens: bool = True) -> dict[str, np.ndarray]:
+    """Pad a batch of preference items to one length: {"chosen", "rejected"} int64 (b, L) and their bool masks.
+
+    L is the longest chosen or rejected sequence + 1 (the book's common length); a mask is True on the response
+    tokens (False on padding and, with mask_prompt_tokens, on the prompt). allowed_max_length truncates all four.
+    """
+    items = list(batch)
+    if not items:
+        raise ValueError("dpo_collate_fn got an empty batch")
+    length = max(len(it[key]) + 1 for it in items for key in ("chosen", "rejected"))
+    out: dict[str, list] = {"chosen": [], "rejected": [], "chosen_mask": [], "rejected_mask": []}
+    for it in items:
+        for key in ("chosen", "rejected"):
+            ids = np.full(length, pad_token_id, dtype=np.int64)
+            ids[:len(it[key])] = it[key]
+            mask = np.zeros(length, dtype=bool)
+            mask[:len(it[key])] = True
+            if mask_prompt_tokens:
+                mask[:it["prompt_length"]] = False
+            out[key].append(ids)
+            out[f"{key}_mask"].append(mask)
+    return {k: np.stack(v)[:, :allowed_max_length] for k, v in out.items()}
+
+
+# ---- models and losses ------------------------------------------------------------------------------------------
+
+def make_reference_model(model: Any) -> Any:
+    """A frozen copy of `model` (DPO's πref): the same weights in new tensors, no gradients, eval mode."""
+    reference = copy.deepcopy(model, memo={id(model.B): model.B})   # one backend object, shared
+    for p in reference.parameters():
+        p.requires_grad = False
+    reference.eval()
+    return reference
+
+
+def _sequence_logprobs(model: Any, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:
+    """(chosen, rejected) per-sequence response log-probs (batch,) of one model."""
+    return tuple(compute_logprobs(model(batch[key]), batch[key], batch[f"{key}_mask"])
+                 for key in ("chosen", "rejected"))
+
+
+def batch_logprobs(batch: dict[str, np.ndarray], policy_model: Any, reference_model: Any) -> tuple[Any, ...]:
+    """(policy chosen, policy rejected, reference chosen, reference rejected) log-probs; the reference without a
+    graph."""
+    policy = _sequence_logprobs(policy_model, batch)
+    with reference_model.B.no_grad():
+        reference = _sequence_logprobs(reference_model, batch)
+    return policy + reference
+
+
+def compute_dpo_loss_batch(batch: dict[str, np.ndarray], policy_model: Any, reference_model: Any,
+                           beta: float = 0.1) -> tuple[Any, Any, Any]:
+    """compute_dpo_loss on one collated batch (the book's name): (loss with a graph, chosen, rejected rewards)."""
+    return compute_dpo_loss(*batch_logprobs(batch, policy_model, reference_model), beta=beta)
+
+
+def dpo_metrics(batches: Iterable[dict[str, np.ndarray]], policy_model: Any, reference_model: Any,
+                beta: float = 0.1, num_batches: int | None = None) -> dict[str, float]:
+    """Means over the first num_batches batches: loss, chosen and rejected rewards, their margin, and the reward
+    accuracy (the fraction of pairs whose chosen reward beats the rejected one). Call under no_grad."""
+    sums = {"loss": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0, "reward_accuracy": 0.0}
+    count = 0
+    for i, batch in enumerate(batches):
+        if num_batches is not None and i >= num_batches:
+            break
+        pc, pr, rc, rr = batch_logprobs(batch, policy_model, reference_model)
+        loss, chosen, rejected = compute_dpo_loss(pc, pr, rc, rr, beta=beta)
+        sums["loss"] += float(loss.item())
+        sums["chosen_reward"] += float(chosen.item())
+        sums["rejected_reward"] += float(rejected.item())
+        margins = to_numpy_any((pc - rc) - (pr - rr))
+        sums["reward_accuracy"] += float(np.mean(margins > 0))
+        count += 1
+    if not count:
+        return {k: float("nan") for k in (*sums, "reward_margin")}
+    means = {k: v / count for k, v in sums.items()}
+    means["reward_margin"] = means["chosen_reward"] - means["rejected_reward"]
+    return means
+
+
+def compute_dpo_loss_loader(data_loader: Iterable[dict[str, np.ndarray]], policy_model: Any, reference_model: Any,
+                            beta: float = 0.1, num_batches: int | None = None) -> tuple[float, float, float]:
+    """(mean loss, chosen reward, rejected reward) over a loader's first num_batches batches (the book's name)."""
+    m = dpo_metrics(data_loader, policy_model, reference_model, beta, num_batches)
+    return m["loss"], m["chosen_reward"], m["rejected_reward"]
+
+
+__all__ = ["PREFERENCE_DATA_URL", "log_sigmoid", "compute_dpo_loss", "compute_logprobs", "load_preference_data",
+           "PreferenceDataset", "dpo_collate_fn", "make_reference_model", "batch_logprobs", "compute_dpo_loss_batch",
+           "dpo_metrics", "compute_dpo_loss_loader"]
