@@ -594,6 +594,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_generate_command, add_eval_command, add_convert_command, add_download_command,
     add_tokenizer_command, add_finetune_command, add_prepare_command,
 ]
+COMMANDS.append(lambda sub: __import__("gpt.sweep_cli", fromlist=["add_sweep_command"]).add_sweep_command(sub))
 
 
 def register(add_command: Callable[[argparse._SubParsersAction], None]) -> None:
