@@ -341,7 +341,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         value = t.value if t.value is not None else (t.intermediate_values[max(t.intermediate_values)]
                                                      if t.intermediate_values else None)
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": value,
+        state = "diverged" if "diverged" in t.user_attrs else t.state.name.lower()
+        rows.append({"number": t.number, "state": state, "value": value,
                      "steps": t.user_attrs.get("steps", max(t.intermediate_values, default=0)),
                      "seconds": t.duration.total_seconds() if t.duration is not None else None,
                      "settings": t.user_attrs.get("settings", t.params), "run_dir": t.user_attrs.get("run_dir")})
@@ -364,11 +365,11 @@ def write_report(study: Any, path: str | os.PathLike, generate_command: str = "t
     settings, steps, wall time and run directory; the best run's generate command on top."""
     rows = trial_rows(study)
     names = sorted({k for r in rows for k in r["settings"]})
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "diverged", "fail", "running")}
     lines = [f"# Sweep `{study.study_name}`", "",
-             f"{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed, "
-             f"{counts['running']} running. Objective: the validation loss of the last evaluation (lower is "
-             f"better); a pruned trial shows its loss where it stopped.", ""]
+             f"{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['diverged']} "
+             f"diverged, {counts['fail']} failed, {counts['running']} running. Objective: the validation loss of "
+             f"the last evaluation (lower is better); a pruned trial shows its loss where it stopped.", ""]
     best = next((r for r in rows if r["state"] == "complete"), None)
     if best is not None:
         lines += [f"Best: trial {best['number']}, validation loss {best['value']:.4f}. Its run:", "",
