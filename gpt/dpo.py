@@ -26,11 +26,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from gpt.instruct import RESPONSE_HEADER, format_input
+from gpt.instruct import RESPONSE_HEADER, format_input, split_instruction_data
 from gpt.nn import to_numpy_any
+from gpt.training.config import TrainConfig
+from gpt.training.objectives import Objective
 
 PREFERENCE_DATA_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/"
                        "04_preference-tuning-with-dpo/instruction-data-with-preference.json")
+REFERENCE_DIR = "reference"     # where `finetune dpo` keeps the frozen starting weights inside its run directory
 
 
 def log_sigmoid(x: Any) -> Any:
@@ -211,6 +214,84 @@ def compute_dpo_loss_loader(data_loader: Iterable[dict[str, np.ndarray]], policy
     return m["loss"], m["chosen_reward"], m["rejected_reward"]
 
 
-__all__ = ["PREFERENCE_DATA_URL", "log_sigmoid", "compute_dpo_loss", "compute_logprobs", "load_preference_data",
+# ---- the objective of the one training loop ---------------------------------------------------------------------
+
+# The book's DPO recipe: AdamW lr 5e-6, weight decay 0.01, batch 8, one epoch, a constant rate, evaluation every
+# 5 steps on 5 batches; beta 0.1 is DPOObjective's default.
+DPO_DEFAULTS = TrainConfig(max_steps=None, epochs=1, batch_size=8, lr=5e-6, min_lr=None, warmup_steps=0,
+                           weight_decay=0.01, beta2=0.999, grad_clip=0.0, eval_interval=5, eval_iters=5,
+                           sample_tokens=0)
+
+
+class DPOObjective(Objective):
+    """Eq. 7 on collated preference pairs against a frozen reference model (book ch. 7 bonus); each evaluation
+    reports, for the train and validation batches, the loss, the chosen and rejected rewards, their margin and
+    the reward accuracy (train_loss, val_loss, train_chosen_reward, ..., val_reward_accuracy)."""
+
+    task = "dpo"
+    unit = "pairs"
+    small_hint = "lower --batch-size or raise --limit"
+
+    def __init__(self, train_set: Any, val_set: Any, reference_model: Any, beta: float = 0.1):
+        if not (isinstance(beta, (int, float)) and beta > 0 and np.isfinite(beta)):
+            raise ValueError(f"beta={beta!r} must be a positive number (the book's is 0.1)")
+        self.train_set, self.val_set = train_set, val_set
+        self.reference, self.beta = reference_model, float(beta)
+
+    def loss(self, model: Any, batch: dict[str, np.ndarray]) -> Any:
+        return compute_dpo_loss_batch(batch, model, self.reference, self.beta)[0]
+
+    def evaluate(self, model: Any) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for split, batches in self.eval_sets.items():
+            metrics = dpo_metrics(batches, model, self.reference, self.beta, self.cfg.eval_iters)
+            record.update({f"{split}_{name}": value for name, value in metrics.items()})
+        return record
+
+    def count(self, batch: dict[str, np.ndarray]) -> tuple[int, int]:
+        return int(batch["chosen"].shape[0]), int(batch["chosen"].size + batch["rejected"].size)
+
+    def state(self) -> dict[str, Any]:
+        return {"dpo": {"beta": self.beta}}
+
+
+def preference_objective(train: Sequence[dict], val: Sequence[dict], tokenizer: Any, reference_model: Any,
+                         beta: float, pad_token_id: int, context_length: int) -> tuple[DPOObjective, list[str]]:
+    """The DPOObjective on collated Alpaca-prompted pairs, and notes about records left out: a prompt that fills the
+    context leaves no response token to score (its mean log-prob would be 0/0)."""
+    from functools import partial
+
+    from gpt.instruct import CollatedDataset
+
+    collate = partial(dpo_collate_fn, pad_token_id=pad_token_id, allowed_max_length=context_length)
+    notes, sets = [], []
+    for name, entries in (("train", train), ("val", val)):
+        dataset = PreferenceDataset(entries, tokenizer)
+        keep = [i for i, it in enumerate(dataset.items)
+                if it["prompt_length"] < min(len(it["chosen"]), len(it["rejected"]), context_length)]
+        if len(keep) < len(entries):
+            notes.append(f"{len(entries) - len(keep)} {name} records leave no response token within the context "
+                         f"length {context_length}; they are left out")
+        if not keep:
+            raise ValueError(f"every {name} prompt fills the context length {context_length}; use a model with a "
+                             f"longer context")
+        dataset.data, dataset.items = [dataset.data[i] for i in keep], [dataset.items[i] for i in keep]
+        sets.append(CollatedDataset(dataset, collate))
+    return DPOObjective(sets[0], sets[1], reference_model, beta), notes
+
+
+def preference_splits(path: str | os.PathLike, limit: int | None = None) -> tuple[list, list, list]:
+    """The preference records of a file split as the book does, (train 85%, test 10%, validation 5%), optionally
+    of its first `limit` records only."""
+    data = load_preference_data(path)[:limit]
+    splits = split_instruction_data(data)
+    if min(len(s) for s in splits) == 0:
+        raise ValueError(f"--limit {limit} leaves an empty split ({'/'.join(str(len(s)) for s in splits)} "
+                         f"train/test/val); give --limit 20 or more")
+    return splits
+
+
+__all__ = ["PREFERENCE_DATA_URL", "REFERENCE_DIR", "DPO_DEFAULTS", "DPOObjective", "preference_objective",
+           "preference_splits", "log_sigmoid", "compute_dpo_loss", "compute_logprobs", "load_preference_data",
            "PreferenceDataset", "dpo_collate_fn", "make_reference_model", "batch_logprobs", "compute_dpo_loss_batch",
            "dpo_metrics", "compute_dpo_loss_loader"]

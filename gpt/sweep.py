@@ -140,7 +140,7 @@ def parse_space(space: Any) -> dict[str, Param]:
 
 def _check_heads(params: dict[str, Param]) -> None:
     """Every n_heads the space can draw must divide every emb_dim it can draw (else some trials are no model)."""
-    from gpt.train import DEFAULT_MODEL_CONFIG
+    from gpt.training.config import DEFAULT_MODEL_CONFIG
 
     fixed = {k: Param(k, "fixed", choices=(DEFAULT_MODEL_CONFIG[k],)) for k in ("emb_dim", "n_heads")}
     dims, heads = (params.get(k, fixed[k]).values() for k in ("emb_dim", "n_heads"))
@@ -197,7 +197,7 @@ class SweepData:
 def prepare_data(data: str | None, tokenizer: str | None = None, vocab_size: int = 1024,
                  val_fraction: float = 0.1) -> SweepData:
     """The corpus of `tinygpt train --data` (None: the embedded pydoc text), tokenized as train would do it."""
-    from gpt import corpus
+    from gpt.training import corpus
 
     text = corpus.load_corpus(data)
     kind = tokenizer or ("gpt2" if text.ids is not None else "bpe")
@@ -212,7 +212,7 @@ def prepare_data(data: str | None, tokenizer: str | None = None, vocab_size: int
 
 def trial_configs(params: dict[str, Any], base_train: Any, vocab_size: int) -> tuple[dict, Any]:
     """(model config, TrainConfig) of a trial: `tinygpt train`'s defaults with the trial's settings applied."""
-    from gpt.train import DEFAULT_MODEL_CONFIG, TrainConfig
+    from gpt.training.config import DEFAULT_MODEL_CONFIG, TrainConfig
 
     model_cfg = {**DEFAULT_MODEL_CONFIG, "vocab_size": vocab_size,
                  **{k: v for k, v in params.items() if k in SPACE_MODEL_KEYS}}
@@ -224,10 +224,10 @@ def trial_configs(params: dict[str, Any], base_train: Any, vocab_size: int) -> t
 
 
 def _make_trainer(model: Any, data: SweepData, cfg: Any, out_dir: Path, on_event: Callable[[dict], None]) -> Any:
-    from gpt.train import Trainer
+    from gpt.training.trainer import pretrainer
 
-    return Trainer(model, data.train_ids, data.val_ids, cfg, out_dir=out_dir, tokenizer=data.tokenizer,
-                   tokenizer_spec=data.tokenizer_spec, data_source=data.source, on_event=on_event)
+    return pretrainer(model, data.train_ids, data.val_ids, cfg, tokenizer=data.tokenizer, out_dir=out_dir,
+                      tokenizer_spec=data.tokenizer_spec, data_source=data.source, on_event=on_event)
 
 
 def run_trial(trial: Any, space: dict[str, Param], data: SweepData, base_train: Any, backend: Any,
@@ -237,7 +237,7 @@ def run_trial(trial: Any, space: dict[str, Param], data: SweepData, base_train: 
     import optuna
 
     from gpt.model import GPTModel
-    from gpt.train import TrainingDiverged
+    from gpt.training.trainer import TrainingDiverged
 
     params = {name: p.suggest(trial) for name, p in space.items()}
     model_cfg, cfg = trial_configs(params, base_train, data.tokenizer.n_vocab)

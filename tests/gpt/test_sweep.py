@@ -16,8 +16,9 @@ import pytest
 import backends
 from gpt import sweep
 from gpt.cli import main
-from gpt.sweep_cli import _stop_after_trial
-from gpt.train import TrainConfig, read_metrics
+from gpt.cli.sweep import _stop_after_trial
+from gpt.training.config import TrainConfig
+from gpt.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},

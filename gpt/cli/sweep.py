@@ -13,17 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-
-def _cli() -> Any:
-    import gpt.cli as cli   # imported late: gpt/cli.py imports this module to register the command
-
-    return cli
+from gpt.cli.common import PROG, add_common_args, make_backend, positive, say, warn
 
 
 def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     """Register `tinygpt sweep` on the `tinygpt` subparsers."""
-    cli = _cli()
-    pos = cli._positive(int)
+    pos = positive(int)
     p = sub.add_parser("sweep", help="hyperparameter search with Optuna (TPE + median pruning) over train runs",
                        description="Search learning rate, depth, width, heads, batch size and warmup (or the "
                                    "space of --space FILE) with Optuna's TPE sampler; each trial is a `tinygpt "
@@ -47,7 +42,7 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=pos, metavar="N", help="optimizer steps per trial (default: train's 350)")
     p.add_argument("--eval-interval", type=pos, metavar="N", help="evaluate (and maybe prune) every N steps")
     p.add_argument("--eval-iters", type=pos, metavar="N", help="batches per loss estimate")
-    cli.add_common_args(p)
+    add_common_args(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -73,7 +68,7 @@ def _stop_after_trial(write: Callable[[str], None]) -> Iterator[Callable[[], boo
 
 
 def _base_config(args: argparse.Namespace) -> Any:
-    from gpt.train import TrainConfig
+    from gpt.training.config import TrainConfig
 
     cfg = TrainConfig()
     for name in ("max_steps", "eval_interval", "eval_iters", "seed"):
@@ -106,37 +101,36 @@ def _trial_line(trial: Any) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from gpt import sweep
 
-    cli = _cli()
     space = sweep.load_space(args.space)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = _base_config(args)
-    B = cli.make_backend(args)
+    B = make_backend(args)
     data = sweep.prepare_data(args.data, args.tokenizer, args.vocab_size, base.val_fraction)
     storage = args.storage or sweep.default_storage(out)
     study = _open(storage, args.study, base.seed)
     done = len(sweep.finished_trials(study))
-    cli._say(f"study {args.study!r} in {storage}: {done} of {args.trials} trials finished; data {data.source} "
+    say(f"study {args.study!r} in {storage}: {done} of {args.trials} trials finished; data {data.source} "
              f"({len(data.train_ids):,} train / {len(data.val_ids):,} val tokens); {base.max_steps} steps per "
              f"trial; backend {B.name} {B.dtype_name}")
 
     def objective(trial: Any) -> float:
         return sweep.run_trial(trial, space, data, base, B, out)
 
-    with _stop_after_trial(cli._say) as should_stop:
+    with _stop_after_trial(say) as should_stop:
         ran = sweep.run_sweep(study, objective, args.trials, should_stop,
-                              on_trial=lambda t: cli._say(_trial_line(t)))
-    report = sweep.write_report(study, out / sweep.REPORT_FILE, generate_command=f"{cli.PROG} generate")
+                              on_trial=lambda t: say(_trial_line(t)))
+    report = sweep.write_report(study, out / sweep.REPORT_FILE, generate_command=f"{PROG} generate")
     try:
         sweep.plot_study(study, out / sweep.PLOT_FILE)
     except ImportError as e:
-        cli._warn(f"no sweep plot: {e}")
+        warn(f"no sweep plot: {e}")
     rows = [r for r in sweep.trial_rows(study) if r["state"] == "complete"]
     best = f"; best: trial {rows[0]['number']}, val loss {rows[0]['value']:.4f}, {rows[0]['run_dir']}" if rows else ""
-    cli._say(f"ran {ran} trials here; the study has {len(sweep.finished_trials(study))} finished{best}; report "
+    say(f"ran {ran} trials here; the study has {len(sweep.finished_trials(study))} finished{best}; report "
              f"{report}")
     if rows:
-        cli._say(f"next: {cli.PROG} generate --checkpoint {rows[0]['run_dir']} --prompt \"The for statement\"")
+        say(f"next: {PROG} generate --checkpoint {rows[0]['run_dir']} --prompt \"The for statement\"")
     return 130 if should_stop() and len(sweep.finished_trials(study)) < args.trials else 0
 
 
