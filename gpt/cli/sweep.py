@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from gpt.cli.common import PROG, add_common_args, make_backend, positive, say, warn
+from gpt.sweep import SPACE_MODEL_KEYS, SPACE_TRAIN_KEYS
 
 
 def add_sweep_command(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +36,8 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", metavar="URL", help="Optuna RDB storage, e.g. sqlite:///PATH or "
                                                     "postgresql://user@host/db (default: sqlite in DIR)")
     p.add_argument("--study", default="sweep", metavar="NAME", help="study name in the storage (default: sweep)")
-    p.add_argument("--space", metavar="FILE", help="search space JSON replacing the default one")
+    p.add_argument("--space", metavar="FILE", help="search space JSON replacing the default one; it may name "
+                                                   + ", ".join(SPACE_MODEL_KEYS + SPACE_TRAIN_KEYS))
     p.add_argument("--data", metavar="FILE", help="text or token file (default: the embedded pydoc corpus)")
     p.add_argument("--tokenizer", choices=("bpe", "gpt2", "bytes"), help="as `tinygpt train --tokenizer`")
     p.add_argument("--vocab-size", type=pos, default=1024, metavar="N", help="BPE vocabulary size (default 1024)")
