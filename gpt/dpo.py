@@ -14,7 +14,8 @@ r(x, y) = β·log(πθ(y|x) / πref(y|x)) (its eq. 5, up to the partition term) 
 Data: the book's preference records {"instruction", "input", "chosen", "rejected"} (instruction-data-with-
 preference.json), its 85/10/5 train/test/validation split (gpt.instruct.split_instruction_data) and the Alpaca
 prompt (gpt.instruct.format_input). Everything is written with tensor methods (PyTorch's names), so the same code
-runs on numpy, cupy and torch tensors; batches stay NumPy until the model reads them.
+runs on numpy, cupy and torch tensors; batches stay NumPy until the model reads them. `DPOObjective` makes DPO one
+more objective of the one training loop (gpt/training/trainer.py), with the book's recipe as `DPO_DEFAULTS`.
 """
 from __future__ import annotations
 
