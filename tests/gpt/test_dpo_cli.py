@@ -102,3 +102,26 @@ def test_dpo_user_errors_exit_2_with_one_line(files, tmp_path, capsys, extra, me
     assert tinygpt(*argv, *extra) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tinygpt: error: ") and message in err, err
+
+
+def test_dpo_starts_from_an_instruct_run_and_refuses_a_classifier(files, tmp_path, capsys):
+    from conftest import require_data
+
+    instr = [{"instruction": r["instruction"], "input": r["input"], "output": r["chosen"]}
+             for r in json.loads((files / "pairs.json").read_text())]
+    (tmp_path / "instr.json").write_text(json.dumps(instr), encoding="utf-8")
+    assert tinygpt("finetune", "instruct", "--init", files / "pre", "--data", tmp_path / "instr.json", "--out",
+                   tmp_path / "inst", "--max-steps", 1, "--batch-size", 2, "--eval-iters", 1,
+                   "--max-new-tokens", 0) == 0
+    assert dpo(files, tmp_path / "run", "--init", tmp_path / "inst", "--max-steps", 1, "--max-new-tokens", 0) == 0
+    B = backends.get_backend("numpy")
+    reference = load_model(tmp_path / "run" / "reference", B)[0].state_dict()
+    tuned = load_model(tmp_path / "inst", B)[0].state_dict()
+    assert all(np.array_equal(to_numpy_any(reference[k]), to_numpy_any(tuned[k])) for k in tuned)
+    assert tinygpt("finetune", "classify", "--init", files / "pre", "--data", require_data(
+        "sms-spam/SMSSpamCollection"), "--out", tmp_path / "spam", "--limit", 40, "--max-steps", 1,
+        "--batch-size", 4, "--eval-iters", 1) == 0
+    capsys.readouterr()
+    assert dpo(files, tmp_path / "run2", "--init", tmp_path / "spam", "--max-steps", 1) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a `finetune classify` model; DPO starts from an instruction model" in err
