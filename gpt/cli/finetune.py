@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from gpt.cli.common import PROG, add_common_args, event_printer, make_backend, positive, run_training, say
+from gpt.cli.common import (PROG, add_common_args, event_printer, make_backend, positive, progress_bar, run_training,
+                            say)
 from gpt.training import finetune as ftlib
 from gpt.training.config import TrainConfig
 
@@ -344,8 +345,9 @@ def _after_dpo(args: argparse.Namespace, run: dict, trainer: Any, reference: Any
     if not args.max_new_tokens:
         return
     t1, eos = time.perf_counter(), int(ft["pad_token_id"])
-    before = generate_responses(reference, tok, test_data, max_new_tokens=args.max_new_tokens, eos_id=eos)
-    after = generate_responses(model, tok, test_data, max_new_tokens=args.max_new_tokens, eos_id=eos)
+    with progress_bar(2 * len(test_data), 0, "responses") as bar:
+        before, after = [generate_responses(m, tok, test_data, max_new_tokens=args.max_new_tokens, eos_id=eos,
+                                            progress=lambda i, n: bar.update(1)) for m in (reference, model)]
     entries = [{**e, "response_before": b["model_response"], "response_after": a["model_response"]}
                for e, b, a in zip(test_data, before, after)]
     path = write_responses(entries, Path(args.responses) if args.responses else out / ftlib.RESPONSES_FILE)
