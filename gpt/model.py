@@ -77,6 +77,8 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
         """A config from the book's dict keys; an unknown key is an error naming the known ones."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a mapping of the book's keys, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -87,9 +89,15 @@ class GPTConfig:
         return asdict(self)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"config {name}={getattr(self, name)} must be a positive integer")
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "pad_vocab_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"config {name}={value!r} must be a positive integer")
+        for name in ("qkv_bias", "tie_weights", "flash_attention"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"config {name}={getattr(self, name)!r} must be true or false")
+        if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
+            raise ValueError(f"config drop_rate={self.drop_rate!r} must be a number in [0, 1)")
         if self.emb_dim % self.n_heads:
             raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.drop_rate < 1.0:
@@ -97,8 +105,6 @@ class GPTConfig:
         if self.weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init={self.weight_init!r} is not one of {WEIGHT_INITS}: 'gpt2' (GPT-2's "
                              f"N(0, 0.02)) or 'torch' (PyTorch's layer defaults, as the book's model has)")
-        if int(self.pad_vocab_multiple) < 1:
-            raise ValueError(f"pad_vocab_multiple={self.pad_vocab_multiple} must be >= 1 (1: no padding; 64 on GPUs)")
 
 
 def as_config(cfg: dict[str, Any] | GPTConfig) -> GPTConfig:
