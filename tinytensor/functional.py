@@ -407,7 +407,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 class Attention(Function):
     """Fused scaled-dot-product attention; the forward and the step-by-step backward are in kernels/attention.py."""
 
-    def forward(self, q, k, v, attn_mask, is_causal, scale, keep, p, enable_gqa):
+    def forward(self, q, k, v, attn_mask, is_causal, scale, keep, p, enable_gqa=False):
         out, self.saved = _attn.attention_forward(q, k, v, attn_mask, is_causal, scale, keep, p, enable_gqa)
         return out
 
@@ -479,7 +479,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
 class FlashAttention(Function):
     """Memory-efficient attention (tiled, online softmax, recomputed in backward); kernels/flash_attention.py."""
 
-    def forward(self, q, k, v, is_causal, scale, p, seed, enable_gqa):
+    def forward(self, q, k, v, is_causal, scale, p, seed, enable_gqa=False):
         out, self.saved = _flash.flash_attention_forward(q, k, v, is_causal, scale, p, seed, enable_gqa=enable_gqa)
         return out
 
