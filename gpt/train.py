@@ -153,7 +153,7 @@ def accumulate_grads(model: Any, micro_batches: list[tuple[Any, Any]]) -> float:
     `model` is a GPTModel or a Trainer's StepRunner, which adds the autocast dtype, the loss scaler and the
     per-micro-step gradient-sync context (DDP all-reduces on the last micro-step only).
     """
-    n, total = len(micro_batches), 0.0
+    n, total = len(micro_batches), None
     for i, (inputs, targets) in enumerate(micro_batches):
         with model.micro_step(i == n - 1) if hasattr(model, "micro_step") else contextlib.nullcontext():
             # autocast covers forward and loss only; backward runs outside it (PyTorch AMP recipe)
@@ -161,8 +161,8 @@ def accumulate_grads(model: Any, micro_batches: list[tuple[Any, Any]]) -> float:
                 loss = calc_loss_batch(inputs, targets, model)
             scaled = loss * (1.0 / n)
             (model.scaler.scale(scaled) if hasattr(model, "scaler") else scaled).backward()
-        total += float(loss.item())
-    return total / n
+        total = loss.detach() if total is None else total + loss.detach()   # on the device: one read below
+    return float(total.item()) / n
 
 
 class StepRunner:

@@ -1,0 +1,339 @@
+"""The cupy backend on the strict CuPy stand-in (tests/fakecupy, issue 19 part 1), on the CPU.
+
+First the stand-in itself is held to CuPy's rules (a lenient fake would make every other test here vacuous). Then the
+same seeded float64 work runs on numpy and on the stand-in: ops forward and backward with a random upstream gradient,
+the whole model's gradients, AdamW steps, the trainer, generation, fine-tuning and the CLI; the results agree to
+1e-12 relative (the engines share every formula; only the order of a few float operations differs, e.g. NumPy's
+in-place GELU and segment-sum embedding backward). Finally the device-to-host transfers are counted: none inside a
+forward/backward, two per training step (the loss for the log and the gradient norm that clip_grad_norm returns as
+a float), one per step without clipping, one per generated token.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import backends
+from gpt.classify import calc_loss_batch_classifier, replace_head, set_trainable
+from gpt.generate import generate, generate_stream
+from gpt.instruct import custom_collate_fn
+from gpt.lora import lora_layers, replace_linear_with_lora
+from gpt.model import GPTModel
+from gpt.nn import to_numpy_any
+from gpt.pretrain import calc_loss_batch
+from gpt.train import TrainConfig, Trainer
+
+CFG = {"vocab_size": 61, "context_length": 12, "emb_dim": 16, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
+       "qkv_bias": True}
+RTOL = 1e-12
+RNG = np.random.default_rng(3)
+IDS = RNG.integers(0, 61, size=(2, 10))
+
+
+def close(a, b, rtol=RTOL, floor=1e-300):
+    """a == b up to rtol relative to b's largest magnitude, or to `floor` where that is larger (DESIGN §5 trap 1:
+    a mathematically zero gradient is rounding noise on both engines, compared against 1e-6 × the model's largest)."""
+    a, b = to_numpy_any(a), to_numpy_any(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+    scale = max(float(np.abs(b).max()), floor)
+    err = float(np.abs(a - b).max()) / scale
+    assert err <= rtol, f"relative error {err:.2e} > {rtol:.0e}"
+
+
+def pair(build=None, cfg=CFG, dtype="float64"):
+    """The same seeded model on numpy and on the stand-in cupy, with `build(model)` applied to each."""
+    models = []
+    for name in ("numpy", "cupy"):
+        m = GPTModel(cfg, backend=backends.get_backend(name, dtype), seed=3)
+        if build is not None:
+            build(m)
+        models.append(m)
+    return models
+
+
+def on_device(t) -> bool:
+    return type(t.data).__module__ == "cupy"
+
+
+# ---- the stand-in keeps CuPy's rules ---------------------------------------------------------------------------
+
+def test_standin_refuses_implicit_host_conversion_as_cupy_does(fake_cupy):
+    import cupy
+
+    a = cupy.asarray(np.arange(6.0).reshape(2, 3))
+    for convert in (np.asarray, np.array, lambda x: np.stack([x, x])[0] + np.zeros(3)):
+        with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed|Unsupported type"):
+            convert(a)
+    with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
+        a + np.ones(3)
+    with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
+        np.ones(3) * a
+    with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
+        a[0] = np.ones(3)
+    with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
+        np.concatenate([a, np.ones((1, 3))])
+    assert type(a.data).__name__ == "_MemoryPointer"   # .data is device memory, not an array
+    assert fake_cupy.d2h == 0
+
+
+def test_standin_counts_every_way_to_the_host(fake_cupy):
+    import cupy
+
+    a = cupy.asarray(np.arange(6.0).reshape(2, 3))
+    assert fake_cupy.h2d == 1
+    s = a.sum()
+    assert type(s) is cupy.ndarray and s.ndim == 0 and fake_cupy.d2h == 0   # reductions stay on the device
+    assert float(s) == 15.0 and fake_cupy.d2h == 1                          # float() of a 0-d array is a sync
+    with pytest.raises(TypeError):
+        float(a)                                                             # of a larger one it fails (NumPy's rule)
+    rows = list(a)                                                           # iteration yields device rows, no copy
+    assert all(type(r) is cupy.ndarray for r in rows) and fake_cupy.d2h == 2
+    with pytest.raises(TypeError, match="iteration over a 0-d array"):
+        iter(s)
+    assert np.array_equal(cupy.asnumpy(a), np.arange(6.0).reshape(2, 3)) and fake_cupy.d2h == 3
+    a[a > 2] = 0                                                             # a boolean mask reads its count back
+    assert fake_cupy.d2h == 4 and a.get().tolist() == [[0, 1, 2], [0, 0, 0]] and fake_cupy.d2h == 5
+    assert type(np.exp(a)) is cupy.ndarray                                   # np.<ufunc> dispatches to the device
+
+
+# ---- the backend -----------------------------------------------------------------------------------------------
+
+def test_backend_round_trip_and_to_numpy_of_a_raw_device_array(fake_cupy):
+    B = backends.get_backend("cupy", dtype="float64")
+    a = np.arange(12.0).reshape(3, 4)
+    t = B.tensor(a, requires_grad=True)
+    assert on_device(t) and t.device == "cuda"
+    (t * t).sum().backward()
+    assert np.array_equal(B.to_numpy(t.grad), 2 * a)
+    assert np.array_equal(B.to_numpy(t.grad.data), 2 * a)   # a raw cupy array, not only a Tensor
+    p = B.parameter(np.zeros((2, 2)))
+    B.assign(p, np.ones((2, 2)))
+    assert np.array_equal(B.to_numpy(p), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="'cuda' or 'cuda:N'"):
+        backends.get_backend("cupy", device="cpu")
+
+
+def test_clip_and_adamw_through_the_interface_with_one_transfer(fake_cupy):
+    B = backends.get_backend("cupy", dtype="float64")
+    p = B.parameter(np.array([3.0, 4.0]))
+    (p * p).sum().backward()
+    fake_cupy.reset()
+    norm = B.clip_grad_norm([p], 1.0)
+    assert abs(norm - 10.0) < 1e-12 and fake_cupy.d2h == 1
+    opt = B.AdamW([p], lr=0.1, weight_decay=0.0)
+    opt.step()
+    assert fake_cupy.d2h == 1
+    np.testing.assert_allclose(B.to_numpy(p), [2.9, 3.9], rtol=1e-6)
+
+
+# ---- ops: numpy == stand-in, forward and backward --------------------------------------------------------------
+
+def _op_cases():
+    r = np.random.default_rng(0)
+    x3, w, b = r.normal(size=(2, 5, 8)), r.normal(size=(6, 8)), r.normal(size=6)
+    q, k, v = (r.normal(size=(2, 2, 5, 4)) for _ in range(3))
+    ids, t = r.integers(0, 6, size=(2, 5)), r.integers(0, 6, size=10)
+    t[3] = -100
+    return {
+        "linear": (lambda B, F, a: F.linear(a[0], a[1], a[2]), [x3, w, b]),
+        "embedding": (lambda B, F, a: F.embedding(B.tensor(ids), a[0]), [w]),
+        "layer_norm": (lambda B, F, a: F.layer_norm(a[0], (8,), a[1], a[2]), [x3, r.normal(size=8), r.normal(size=8)]),
+        "gelu_tanh": (lambda B, F, a: F.gelu(a[0], approximate="tanh"), [x3]),
+        "gelu_erf": (lambda B, F, a: F.gelu(a[0]), [x3]),
+        "softmax": (lambda B, F, a: F.softmax(a[0], dim=-1), [x3]),
+        "log_softmax": (lambda B, F, a: F.log_softmax(a[0], dim=1), [x3]),
+        "cross_entropy": (lambda B, F, a: F.cross_entropy(a[0].reshape(10, 8)[:, :6], B.tensor(t)), [x3]),
+        "sdpa_causal": (lambda B, F, a: F.scaled_dot_product_attention(*a, is_causal=True), [q, k, v]),
+        "sdpa_mask": (lambda B, F, a: F.scaled_dot_product_attention(
+            *a, attn_mask=B.tensor(np.tril(np.ones((5, 5), dtype=bool), -1))), [q, k, v]),   # row 0 fully masked
+        "flash": (lambda B, F, a: F.flash_attention(*a, is_causal=True), [q, k, v]),
+        "primitives": (lambda B, F, a: (B.cat([a[0], a[0] * 2], dim=1).max(dim=-1).values.exp()
+                                        + B.stack([a[0][:, 0], a[0][:, 1]], dim=0).sum(0).amax(-1).unsqueeze(1)
+                                        ).permute(1, 0).var(0).sqrt().log(), [x3]),
+        "where_index": (lambda B, F, a: B.where(a[0] > 0, a[0], a[0] * 3)[:, B.tensor(ids[0] % 5), 1:]
+                        .masked_fill(B.tensor(ids[1] > 2).unsqueeze(-1), 0.5).tanh(), [x3]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_op_cases()))
+def test_ops_forward_and_backward_equal_numpy_without_a_transfer(case, fake_cupy):
+    fn, arrays = _op_cases()[case]
+    results = []
+    for name in ("numpy", "cupy"):
+        B = backends.get_backend(name, "float64")
+        xs = [B.tensor(a, requires_grad=True) for a in arrays]
+        fake_cupy.reset()
+        out = fn(B, B.F, xs)
+        dout = np.random.default_rng(1).normal(size=out.shape)
+        (out * B.tensor(dout)).sum().backward()
+        assert fake_cupy.d2h == 0, fake_cupy.where()
+        assert on_device(out) == (name == "cupy")
+        results.append([B.to_numpy(out)] + [B.to_numpy(x.grad) for x in xs])
+    for got, want in zip(*reversed(results)):
+        close(got, want)
+
+
+def test_out_of_range_ids_raise_on_the_host_and_give_nan_on_the_device(fake_cupy):
+    B = backends.get_backend("cupy", "float64")
+    w = B.tensor(np.ones((5, 3)), requires_grad=True)
+    with pytest.raises(IndexError, match="token id 9 is out of range for an embedding of 5 rows"):
+        B.F.embedding(np.array([1, 9]), w)
+    out = B.to_numpy(B.F.embedding(B.tensor(np.array([1, 9, -1])), w))
+    assert np.isnan(out[1:]).all() and np.array_equal(out[0], np.ones(3))
+    logits = B.tensor(np.zeros((2, 4)))
+    with pytest.raises(IndexError, match="Target 7 is out of bounds for 4 classes"):
+        B.F.cross_entropy(logits, np.array([0, 7]))
+    fake_cupy.reset()
+    loss = B.F.cross_entropy(logits, B.tensor(np.array([0, 7])))
+    assert fake_cupy.d2h == 0 and math.isnan(loss.item())
+    per_row = B.to_numpy(B.F.cross_entropy(logits, B.tensor(np.array([0, 7])), reduction="none"))
+    assert per_row[0] == pytest.approx(math.log(4)) and np.isnan(per_row[1])
+
+
+# ---- the model, training, generation, fine-tuning ----------------------------------------------------------------
+
+def compare_model(m_np, m_cp, grads=True):
+    """Every gradient (or weight) of the stand-in model equals numpy's: the whole-model bar 1e-8 with the floor."""
+    pick = (lambda p: p.grad) if grads else (lambda p: p)
+    pairs = [(n, pick(p), pick(p_c)) for (n, p), (n_c, p_c) in zip(m_np.named_parameters(), m_cp.named_parameters())
+             if n == n_c]
+    assert len(pairs) == len(list(m_np.named_parameters()))
+    floor = 1e-6 * max(float(np.abs(to_numpy_any(a)).max()) for _, a, _ in pairs if a is not None)
+    for n, a, a_c in pairs:
+        assert (a is None) == (a_c is None), n
+        if a is not None:
+            assert on_device(a_c), n
+            close(a_c, a, rtol=1e-8, floor=floor)
+
+
+def test_model_logits_and_every_gradient_equal_numpy_with_no_transfer(fake_cupy):
+    m_np, m_cp = pair()
+    targets = np.roll(IDS, -1, axis=1)
+    for m in (m_np, m_cp):
+        fake_cupy.reset()
+        loss = calc_loss_batch(IDS, targets, m)
+        loss.backward()
+        assert fake_cupy.d2h == 0, fake_cupy.where()
+    close(m_cp(IDS), m_np(IDS))
+    compare_model(m_np, m_cp)
+
+
+def _trainer(name, out_dir=None, **kw):
+    """A tiny byte-level trainer; no dropout, since each engine draws its own masks (tinytensor.random)."""
+    text = "the quick brown fox jumps over the lazy dog. " * 30
+    ids = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)
+    model = GPTModel({**CFG, "vocab_size": 256}, backend=backends.get_backend(name, "float64"), seed=0)
+    tc = TrainConfig(**{**dict(max_steps=4, batch_size=2, lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_interval=2,
+                               eval_iters=1, sample_tokens=3, sample_prompt="the", plot=False), **kw})
+    return Trainer(model, ids[:1200], ids[1200:], tc, out_dir=out_dir)
+
+
+@pytest.mark.parametrize("grad_clip,grad_accum,d2h", [(1.0, 1, 2), (0.0, 1, 1), (1.0, 2, 2)])
+def test_training_steps_equal_numpy_and_transfer_only_the_loss_and_norm(fake_cupy, grad_clip, grad_accum, d2h):
+    trainers = {name: _trainer(name, grad_clip=grad_clip, grad_accum=grad_accum) for name in ("numpy", "cupy")}
+    losses = {}
+    for name, tr in trainers.items():
+        losses[name] = []
+        for _ in range(3):
+            fake_cupy.reset()
+            losses[name].append(tr.train_step())
+            assert fake_cupy.d2h == (d2h if name == "cupy" else 0), fake_cupy.where()
+    np.testing.assert_allclose(losses["cupy"], losses["numpy"], rtol=RTOL)
+    compare_model(trainers["numpy"].model, trainers["cupy"].model, grads=False)
+
+
+def test_trainer_run_writes_the_same_metrics_and_resumes_on_the_device(fake_cupy, tmp_path):
+    runs = {}
+    for name in ("numpy", "cupy"):
+        _trainer(name, tmp_path / name).run()
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in runs["cupy"]] == [r["step"] for r in runs["numpy"]] == [0, 1, 2, 2, 3, 4, 4]
+    for a, b in zip(runs["cupy"], runs["numpy"]):
+        for key in ("train_loss", "val_loss"):
+            assert (a.get(key) is None) == (b.get(key) is None)
+            if a.get(key) is not None:
+                assert a[key] == pytest.approx(b[key], rel=RTOL)
+        assert a.get("sample") == b.get("sample")
+    resumed = _trainer("cupy", tmp_path / "cupy", max_steps=6)
+    assert resumed.resume() == 4
+    assert all(on_device(p) for p in resumed.model.parameters())
+    assert all(type(st["exp_avg"]).__module__ == "cupy" for st in resumed.optimizer.state.values())
+    fresh = _trainer("numpy", tmp_path / "numpy", max_steps=6)
+    fresh.resume()
+    for _ in range(2):
+        assert resumed.train_step() == pytest.approx(fresh.train_step(), rel=RTOL)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.8, "top_k": 5, "seed": 2},
+                                      {"temperature": 1.0, "top_p": 0.9, "seed": 4}], ids=["greedy", "top_k", "top_p"])
+def test_generation_gives_numpy_tokens_with_one_transfer_per_token(fake_cupy, use_cache, sampling):
+    m_np, m_cp = (m.eval() for m in pair())
+    prompt = IDS[:1, :4]
+    n = 14   # past context_length 12: the cache slides and re-prefills
+    want = generate(m_np, prompt, n, CFG["context_length"], use_cache=use_cache, **sampling)
+    fake_cupy.reset()
+    got = generate(m_cp, prompt, n, CFG["context_length"], use_cache=use_cache, **sampling)
+    assert np.array_equal(got, want)
+    assert fake_cupy.d2h == n, fake_cupy.where()
+    fake_cupy.reset()
+    assert list(generate_stream(m_cp, prompt, 5, CFG["context_length"], use_cache=use_cache, **sampling)) == \
+        want[0, 4:9].tolist()
+    assert fake_cupy.d2h == 5
+
+
+def test_classifier_and_lora_and_instruction_gradients_equal_numpy(fake_cupy):
+    pad = 60
+    ids = IDS.copy()
+    ids[1, 6:] = pad
+
+    def classifier(m):
+        replace_head(m, 2, seed=1)
+        set_trainable(m, "last-block")
+
+    m_np, m_cp = pair(classifier)
+    for m in (m_np, m_cp):
+        fake_cupy.reset()
+        calc_loss_batch_classifier(ids, np.array([1, 0]), m, pad_token_id=pad).backward()
+        assert fake_cupy.d2h == 0, fake_cupy.where()
+    compare_model(m_np, m_cp)
+
+    def lora(m):
+        replace_linear_with_lora(m, rank=2, alpha=2.0, rng=np.random.default_rng(9))
+        for _, layer in lora_layers(m):
+            m.B.assign(layer.lora.lora_B, np.random.default_rng(1).normal(0, 0.05, size=layer.lora.lora_B.shape))
+
+    m_np, m_cp = pair(lora)
+    items = [list(RNG.integers(0, pad, size=n)) for n in (9, 4)]
+    inputs, targets = custom_collate_fn(items, pad_token_id=pad, allowed_max_length=CFG["context_length"])
+    for m in (m_np, m_cp):
+        calc_loss_batch(inputs, targets, m).backward()
+    compare_model(m_np, m_cp)
+
+
+# ---- the CLI ---------------------------------------------------------------------------------------------------
+
+def test_cli_trains_and_generates_with_backend_cupy(fake_cupy, tmp_path, capsys):
+    from gpt.cli import main
+
+    data = tmp_path / "cats.txt"
+    data.write_text("the cat sat on the mat. the dog sat on the log. " * 40, encoding="utf-8")
+    tiny = ["--tokenizer", "bytes", "--context-length", "16", "--emb-dim", "16", "--n-heads", "2", "--n-layers", "1",
+            "--batch-size", "4", "--max-steps", "4", "--eval-interval", "2", "--eval-iters", "1", "--drop-rate", "0.0",
+            "--no-plot", "--sample-prompt", "the ", "--dtype", "float64"]
+    runs = {}
+    for name in ("numpy", "cupy"):
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / name), "--backend", name, *tiny]) == 0
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(runs["cupy"], runs["numpy"]):
+        assert a["step"] == b["step"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+    capsys.readouterr()
+    texts = {}
+    for name in ("numpy", "cupy"):
+        assert main(["generate", "--checkpoint", str(tmp_path / "cupy"), "--prompt", "the ", "--max-new-tokens", "8",
+                     "--seed", "5", "--backend", name, "--dtype", "float64"]) == 0
+        texts[name] = capsys.readouterr().out
+    assert texts["cupy"] == texts["numpy"] and len(texts["cupy"]) > 4
