@@ -209,8 +209,10 @@ def compare_model(m_np, m_cp, grads=True):
             close(a_c, a, rtol=1e-8, floor=floor)
 
 
-def test_model_logits_and_every_gradient_equal_numpy_with_no_transfer(fake_cupy):
-    m_np, m_cp = pair()
+@pytest.mark.parametrize("variant", [{}, {"flash_attention": True}, {"tie_weights": True, "pad_vocab_multiple": 64}],
+                         ids=["plain", "flash", "tied-padded"])
+def test_model_logits_and_every_gradient_equal_numpy_with_no_transfer(fake_cupy, variant):
+    m_np, m_cp = pair(cfg={**CFG, **variant})
     targets = np.roll(IDS, -1, axis=1)
     for m in (m_np, m_cp):
         fake_cupy.reset()
@@ -219,6 +221,43 @@ def test_model_logits_and_every_gradient_equal_numpy_with_no_transfer(fake_cupy)
         assert fake_cupy.d2h == 0, fake_cupy.where()
     close(m_cp(IDS), m_np(IDS))
     compare_model(m_np, m_cp)
+
+
+def test_dropout_runs_on_the_device_without_a_transfer(fake_cupy):
+    B = backends.get_backend("cupy", "float64")
+    m = GPTModel({**CFG, "drop_rate": 0.5}, backend=B, seed=3)
+    B.manual_seed(0)
+    fake_cupy.reset()
+    loss = calc_loss_batch(IDS, np.roll(IDS, -1, axis=1), m)
+    loss.backward()
+    assert fake_cupy.d2h == 0, fake_cupy.where()
+    assert math.isfinite(loss.item())
+    x = B.tensor(np.ones((200, 50)))
+    kept = B.to_numpy(B.F.dropout(x, p=0.5))
+    assert set(np.unique(kept)) == {0.0, 2.0} and abs((kept == 0).mean() - 0.5) < 0.02   # inverted dropout
+
+
+@pytest.mark.parametrize("cls,kw", [("SelfAttention_v1", {}), ("SelfAttention_v2", {"qkv_bias": True}),
+                                    ("CausalAttention", {"context_length": 6, "dropout": 0.0}),
+                                    ("MultiHeadAttentionWrapper", {"context_length": 6, "dropout": 0.0, "num_heads": 2}),
+                                    ("MultiHeadAttention", {"context_length": 6, "dropout": 0.0, "num_heads": 2,
+                                                            "use_sdpa": False})])
+def test_the_books_attention_classes_equal_numpy(fake_cupy, cls, kw):
+    import gpt.attention as attention
+
+    x = np.random.default_rng(4).normal(size=(2, 6, 8))
+    grads = []
+    for name in ("numpy", "cupy"):
+        B = backends.get_backend(name, "float64")
+        layer = getattr(attention, cls)(B, 8, 4, rng=np.random.default_rng(1), **kw)
+        xt = B.tensor(x, requires_grad=True)
+        fake_cupy.reset()
+        out = layer(xt)
+        (out * B.tensor(np.random.default_rng(5).normal(size=out.shape))).sum().backward()
+        assert fake_cupy.d2h == 0, fake_cupy.where()
+        grads.append([B.to_numpy(out), B.to_numpy(xt.grad)] + [B.to_numpy(p.grad) for p in layer.parameters()])
+    for got, want in zip(grads[1], grads[0]):
+        close(got, want)
 
 
 def _trainer(name, out_dir=None, **kw):

@@ -304,8 +304,7 @@ def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
     """A device array; a host array or list is copied to the device (one host-to-device transfer)."""
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == _np.dtype(dtype) else ndarray._of(a._a.astype(dtype))
-    if isinstance(a, _np.ndarray) or isinstance(a, (list, tuple)):
-        _site_kind("h2d", "asarray")
+    _site_kind("h2d", "asarray")   # a host array, list or scalar: CuPy allocates and copies, even for 0-d
     return ndarray._of(_np.array(_host_only(a), dtype=dtype, order=order or "K"))
 
 
@@ -313,8 +312,7 @@ def array(obj: Any, dtype: Any = None, copy: Any = True, order: str = "K", ndmin
     """cupy.array: always a new device array (copy=True)."""
     if isinstance(obj, ndarray):
         return ndarray._of(_np.array(obj._a, dtype=dtype, order=order, ndmin=ndmin))
-    if isinstance(obj, (_np.ndarray, list, tuple)):
-        _site_kind("h2d", "array")
+    _site_kind("h2d", "array")
     return ndarray._of(_np.array(_host_only(obj), dtype=dtype, order=order, ndmin=ndmin))
 
 
