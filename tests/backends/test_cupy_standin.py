@@ -97,6 +97,21 @@ def test_standin_counts_every_way_to_the_host(fake_cupy):
     a[a > 2] = 0                                                             # a boolean mask reads its count back
     assert fake_cupy.d2h == 4 and a.get().tolist() == [[0, 1, 2], [0, 0, 0]] and fake_cupy.d2h == 5
     assert type(np.exp(a)) is cupy.ndarray                                   # np.<ufunc> dispatches to the device
+    ids = cupy.asarray(np.array([0, 2, -1]))
+    assert a[ids].get().tolist() == a[cupy.asarray(np.array([0, 0, 1]))].get().tolist()   # 2 wraps to 0, as CuPy
+
+
+def test_standin_lives_only_as_long_as_its_test():
+    import sys
+
+    import fakecupy
+
+    mp = pytest.MonkeyPatch()
+    before = sys.modules.get("cupy")
+    fakecupy.install(mp)
+    assert sys.modules["cupy"] is fakecupy.cupy and sys.modules["cupyx.scipy.special"].erf is not None
+    mp.undo()
+    assert sys.modules.get("cupy") is before and "cupyx.scipy.special" not in sys.modules or before is not None
 
 
 # ---- the backend -----------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ this module, as `cupy.ndarray` does) behaves like CuPy at every boundary that ma
 - Integer/boolean NumPy arrays and lists used as indices are copied to the device (recorded as host-to-device), as
   CuPy's `_prepare_slice_list` does. Boolean-mask indexing and assignment read the mask's count back to size the
   result (`int(mask_scanned[-1])` in _routines_indexing.pyx): one device-to-host transfer each, recorded.
+- Out-of-bounds integer-array indices wrap around instead of raising, as CuPy's do (docs: "Differences between CuPy
+  and NumPy", out-of-bounds indices).
 - Reductions and scalar indexing return 0-d device arrays, never host scalars.
 - `a.data` is a memory pointer, not an array (code that confuses a Tensor's `.data` with an array's fails).
 """
@@ -100,6 +102,18 @@ def _index(key: Any) -> Any:
             raise IndexError(f"arrays used as indices must be of integer or boolean type (actual: {arr.dtype.type})")
         return arr
     return key
+
+
+def _wrap_around(key: Any, shape: tuple[int, ...]) -> Any:
+    """CuPy wraps out-of-bounds integer-array indices around instead of raising (its documented difference from
+    NumPy): ids taken modulo the axis length, for keys of ints, slices and integer arrays (others: NumPy's rules)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if any(p is None or p is Ellipsis or getattr(p, "dtype", None) == _np.bool_ for p in parts) or \
+            len(parts) > len(shape):
+        return key
+    out = tuple(p % shape[i] if isinstance(p, _np.ndarray) and p.dtype.kind in "iu" and shape[i] else p
+                for i, p in enumerate(parts))
+    return out if isinstance(key, tuple) else out[0]
 
 
 def _mask_syncs(key: Any) -> None:
@@ -231,12 +245,12 @@ class ndarray:
         return _kernel(attr, name)
 
     def __getitem__(self, key: Any) -> "ndarray":
-        key = _index(key)
+        key = _wrap_around(_index(key), self._a.shape)
         _mask_syncs(key)
         return _wrap(self._a[key])
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        key = _index(key)
+        key = _wrap_around(_index(key), self._a.shape)
         _mask_syncs(key)
         self._a[key] = _operand(value) if not isinstance(value, (list, tuple)) else _refuse(value)
 

@@ -14,7 +14,7 @@ def scatter_add(a: Any, slices: Any, value: Any) -> None:
     """a[slices] += value, adding once per occurrence of a repeated index (numpy.add.at); a must be on the device."""
     if not isinstance(a, _cupy.ndarray):
         raise TypeError(f"Unsupported type {type(a)}")
-    np.add.at(a._a, _cupy._index(slices), _cupy._operand(value))
+    np.add.at(a._a, _cupy._wrap_around(_cupy._index(slices), a._a.shape), _cupy._operand(value))
 
 
 scipy = types.ModuleType("cupyx.scipy")
