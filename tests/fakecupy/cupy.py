@@ -79,6 +79,10 @@ def _kernel(fn: Any, name: str):
     def routine(*args: Any, **kwargs: Any) -> Any:
         if name in _SIZE_SYNCS:
             _site_kind("d2h", f"{name} result size")
+        if isinstance(fn, _np.ufunc):   # a ufunc's operands are arrays or scalars: CuPy refuses a list (CScalar)
+            for v in args:
+                if isinstance(v, (list, tuple)):
+                    raise TypeError(_UNSUPPORTED.format(type(v)))
         out = kwargs.get("out")
         a = [_operand(v) for v in args]
         kw = {k: _operand(v) for k, v in kwargs.items()}
@@ -318,7 +322,8 @@ def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
     """A device array; a host array or list is copied to the device (one host-to-device transfer)."""
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == _np.dtype(dtype) else ndarray._of(a._a.astype(dtype))
-    _site_kind("h2d", "asarray")   # a host array, list or scalar: CuPy allocates and copies, even for 0-d
+    if not (isinstance(a, (list, tuple)) and any(isinstance(v, ndarray) for v in a)):
+        _site_kind("h2d", "asarray")   # a host array, list or scalar: CuPy allocates and copies, even for 0-d
     return ndarray._of(_np.array(_host_only(a), dtype=dtype, order=order or "K"))
 
 
@@ -326,14 +331,15 @@ def array(obj: Any, dtype: Any = None, copy: Any = True, order: str = "K", ndmin
     """cupy.array: always a new device array (copy=True)."""
     if isinstance(obj, ndarray):
         return ndarray._of(_np.array(obj._a, dtype=dtype, order=order, ndmin=ndmin))
-    _site_kind("h2d", "array")
+    if not (isinstance(obj, (list, tuple)) and any(isinstance(v, ndarray) for v in obj)):
+        _site_kind("h2d", "array")
     return ndarray._of(_np.array(_host_only(obj), dtype=dtype, order=order, ndmin=ndmin))
 
 
 def _host_only(a: Any) -> Any:
-    """A list mixing device arrays cannot be converted in one piece (CuPy refuses it too)."""
+    """A host value as it is; a sequence of device arrays is assembled on the device (CuPy does so, no transfer)."""
     if isinstance(a, (list, tuple)) and any(isinstance(v, ndarray) for v in a):
-        raise TypeError("Unsupported type: a list mixing device arrays; stack them with cupy.stack")
+        return _np.array([_operand(v) for v in a])
     return a
 
 
