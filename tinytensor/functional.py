@@ -285,7 +285,10 @@ def _check_ce_args(weight, reduction, label_smoothing) -> None:
 
 def cross_entropy(input: Tensor, target: Any, weight=None, *, ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
-    """torch.nn.functional.cross_entropy for integer class targets (fused softmax + NLL, ignore_index rows dropped)."""
+    """torch.nn.functional.cross_entropy for integer class targets (fused softmax + NLL, ignore_index rows dropped).
+
+    Host targets are range-checked (IndexError); out-of-range targets already on a GPU give a NaN loss instead
+    (see _out_of_range)."""
     _check_ce_args(weight, reduction, label_smoothing)
     logits, t, shape, bad = _ce_rows(input, target, ignore_index)
     loss = CrossEntropy.apply(logits, targets=t, ignore_index=ignore_index, reduction=reduction, poison=bad)

@@ -192,6 +192,16 @@ def test_ops_forward_and_backward_equal_numpy_without_a_transfer(case, fake_cupy
         close(got, want)
 
 
+def test_finite_difference_gradcheck_runs_on_the_device(fake_cupy):
+    from tinytensor.gradcheck import gradcheck
+
+    B = backends.get_backend("cupy", "float64")
+    r = np.random.default_rng(2)
+    x, w, b = (B.tensor(r.normal(size=s), requires_grad=True) for s in ((3, 5), (5,), (5,)))
+    report = gradcheck(lambda x, w, b: B.F.layer_norm(x, (5,), w, b), (x, w, b))
+    assert report.ok and on_device(x)
+
+
 def test_out_of_range_ids_raise_on_the_host_and_give_nan_on_the_device(fake_cupy):
     B = backends.get_backend("cupy", "float64")
     w = B.tensor(np.ones((5, 3)), requires_grad=True)
