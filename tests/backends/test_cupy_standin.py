@@ -145,6 +145,31 @@ def test_clip_and_adamw_through_the_interface_with_one_transfer(fake_cupy):
     np.testing.assert_allclose(B.to_numpy(p), [2.9, 3.9], rtol=1e-6)
 
 
+@pytest.mark.parametrize("make", [lambda B, ps: B.AdamW([{"params": ps[:1], "weight_decay": 0.1},
+                                                         {"params": ps[1:], "weight_decay": 0.0}], lr=0.05),
+                                  lambda B, ps: B.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01)],
+                         ids=["adamw-groups", "sgd-momentum"])
+def test_optimizer_steps_equal_numpy_and_state_stays_on_the_device(fake_cupy, make):
+    r = np.random.default_rng(6)
+    init, grads = [r.normal(size=(4, 3)), r.normal(size=3)], [[r.normal(size=(4, 3)), r.normal(size=3)]
+                                                            for _ in range(5)]
+    final = {}
+    for name in ("numpy", "cupy"):
+        B = backends.get_backend(name, "float64")
+        ps = [B.parameter(a) for a in init]
+        opt = make(B, ps)
+        fake_cupy.reset()
+        for gs in grads:
+            for p, g in zip(ps, gs):
+                p.grad = B.tensor(g)
+            opt.step()
+        assert fake_cupy.d2h == 0, fake_cupy.where()
+        assert all(on_device(p) == (name == "cupy") for p in ps)
+        final[name] = [B.to_numpy(p) for p in ps]
+    for got, want in zip(final["cupy"], final["numpy"]):
+        close(got, want)
+
+
 # ---- ops: numpy == stand-in, forward and backward --------------------------------------------------------------
 
 def _op_cases():
