@@ -34,20 +34,14 @@ import types
 from typing import Any
 
 import numpy as _np
+# dtypes and constants, as cupy re-exports them from numpy
+from numpy import (bool_, dtype, e, float16, float32, float64, inf, int8, int16, int32, int64, nan,  # noqa: F401
+                   newaxis, pi, uint8, uint16, uint32, uint64)
 
 from . import log as _log
 
 transfers = _log.transfers
-
-# dtypes and constants, as cupy re-exports them from numpy
-from numpy import (bool_, dtype, e, float16, float32, float64, inf, int8, int16, int32, int64, nan,  # noqa: E402,F401
-                   newaxis, pi, uint8, uint16, uint32, uint64)
-
 _UNSUPPORTED = "Unsupported type {}"
-
-
-def _site_kind(kind: str, what: str) -> None:
-    _log.record(kind, what)
 
 
 def _operand(x: Any) -> Any:
@@ -78,7 +72,7 @@ def _kernel(fn: Any, name: str):
     """`fn` as a CuPy routine: operands must be device arrays or scalars; results are device arrays."""
     def routine(*args: Any, **kwargs: Any) -> Any:
         if name in _SIZE_SYNCS:
-            _site_kind("d2h", f"{name} result size")
+            _log.record("d2h", f"{name} result size")
         if isinstance(fn, _np.ufunc):   # a ufunc's operands are arrays or scalars: CuPy refuses a list (CScalar)
             for v in args:
                 if isinstance(v, (list, tuple)):
@@ -100,7 +94,7 @@ def _index(key: Any) -> Any:
     if isinstance(key, ndarray):
         return key._a
     if isinstance(key, (_np.ndarray, list)):
-        _site_kind("h2d", "host index array")
+        _log.record("h2d", "host index array")
         arr = _np.asarray(key)
         if arr.dtype.kind not in "biu":
             raise IndexError(f"arrays used as indices must be of integer or boolean type (actual: {arr.dtype.type})")
@@ -124,7 +118,7 @@ def _mask_syncs(key: Any) -> None:
     """Boolean-mask indexing reads the number of True entries back to the host (one transfer per mask)."""
     for k in key if isinstance(key, tuple) else (key,):
         if getattr(k, "dtype", None) == _np.bool_ and getattr(k, "ndim", 0) > 0:
-            _site_kind("d2h", "boolean mask count")
+            _log.record("d2h", "boolean mask count")
 
 
 _PASS_ATTRS = {"shape", "dtype", "ndim", "size", "itemsize", "nbytes", "strides", "flags"}
@@ -166,7 +160,7 @@ class ndarray:
 
     def get(self, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> _np.ndarray:
         """A host copy: one device-to-host transfer."""
-        _site_kind("d2h", f"get {self._a.shape}")
+        _log.record("d2h", f"get {self._a.shape}")
         res = _np.array(self._a, order=order)
         if out is not None:
             out[...] = res
@@ -323,7 +317,7 @@ def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == _np.dtype(dtype) else ndarray._of(a._a.astype(dtype))
     if not (isinstance(a, (list, tuple)) and any(isinstance(v, ndarray) for v in a)):
-        _site_kind("h2d", "asarray")   # a host array, list or scalar: CuPy allocates and copies, even for 0-d
+        _log.record("h2d", "asarray")   # a host array, list or scalar: CuPy allocates and copies, even for 0-d
     return ndarray._of(_np.array(_host_only(a), dtype=dtype, order=order or "K"))
 
 
@@ -332,7 +326,7 @@ def array(obj: Any, dtype: Any = None, copy: Any = True, order: str = "K", ndmin
     if isinstance(obj, ndarray):
         return ndarray._of(_np.array(obj._a, dtype=dtype, order=order, ndmin=ndmin))
     if not (isinstance(obj, (list, tuple)) and any(isinstance(v, ndarray) for v in obj)):
-        _site_kind("h2d", "array")
+        _log.record("h2d", "array")
     return ndarray._of(_np.array(_host_only(obj), dtype=dtype, order=order, ndmin=ndmin))
 
 
