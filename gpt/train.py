@@ -161,7 +161,8 @@ def accumulate_grads(model: Any, micro_batches: list[tuple[Any, Any]]) -> float:
                 loss = calc_loss_batch(inputs, targets, model)
             scaled = loss * (1.0 / n)
             (model.scaler.scale(scaled) if hasattr(model, "scaler") else scaled).backward()
-        total = loss.detach() if total is None else total + loss.detach()   # on the device: one read below
+        value = loss.detach().double()   # summed on the device in float64 (as Python floats were): one read below
+        total = value if total is None else total + value
     return float(total.item()) / n
 
 
