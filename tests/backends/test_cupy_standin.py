@@ -24,7 +24,9 @@ from gpt.lora import lora_layers, replace_linear_with_lora
 from gpt.model import GPTModel
 from gpt.nn import to_numpy_any
 from gpt.pretrain import calc_loss_batch
-from gpt.train import TrainConfig, Trainer
+from gpt.training import corpus
+from gpt.training.config import TrainConfig
+from gpt.training.trainer import pretrainer
 
 CFG = {"vocab_size": 61, "context_length": 12, "emb_dim": 16, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
        "qkv_bias": True}
@@ -319,7 +321,7 @@ def _trainer(name, out_dir=None, **kw):
     model = GPTModel({**CFG, "vocab_size": 256}, backend=backends.get_backend(name, "float64"), seed=0)
     tc = TrainConfig(**{**dict(max_steps=4, batch_size=2, lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_interval=2,
                                eval_iters=1, sample_tokens=3, sample_prompt="the", plot=False), **kw})
-    return Trainer(model, ids[:1200], ids[1200:], tc, out_dir=out_dir)
+    return pretrainer(model, ids[:1200], ids[1200:], tc, tokenizer=corpus.bytes_tokenizer(), out_dir=out_dir)
 
 
 @pytest.mark.parametrize("grad_clip,grad_accum,d2h", [(1.0, 1, 2), (0.0, 1, 1), (1.0, 2, 2)])
