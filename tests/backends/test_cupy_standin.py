@@ -360,6 +360,31 @@ def test_trainer_run_writes_the_same_metrics_and_resumes_on_the_device(fake_cupy
         assert resumed.train_step() == pytest.approx(fresh.train_step(), rel=RTOL)
 
 
+def test_a_classification_step_equals_numpy_and_reads_back_only_its_loss(fake_cupy):
+    from gpt.classify import SpamDataset
+    from gpt.training.objectives import Classification
+    from gpt.training.trainer import Trainer
+
+    tok = corpus.bytes_tokenizer()
+    rows = [(f"message {i} " + "win a prize now! " * (i % 3), i % 2) for i in range(12)]
+    data = SpamDataset(rows, tok, max_length=CFG["context_length"], pad_token_id=256)
+    trainers = {}
+    for name in ("numpy", "cupy"):
+        model = GPTModel({**CFG, "vocab_size": 257}, backend=backends.get_backend(name, "float64"), seed=3)
+        replace_head(model, 2, seed=1)
+        set_trainable(model, "last-block")
+        tc = TrainConfig(max_steps=3, batch_size=4, lr=1e-3, grad_clip=0.0, eval_iters=1, plot=False)
+        trainers[name] = Trainer(model, Classification(data, data, pad_token_id=256), tc)
+    losses = {name: [] for name in trainers}
+    for name, tr in trainers.items():
+        for _ in range(3):
+            fake_cupy.reset()
+            losses[name].append(tr.train_step())
+            assert fake_cupy.d2h == (1 if name == "cupy" else 0), fake_cupy.where()
+    np.testing.assert_allclose(losses["cupy"], losses["numpy"], rtol=RTOL)
+    compare_model(trainers["numpy"].model, trainers["cupy"].model, grads=False)
+
+
 @pytest.mark.parametrize("use_cache", [True, False])
 @pytest.mark.parametrize("sampling", [{}, {"temperature": 0.8, "top_k": 5, "seed": 2},
                                       {"temperature": 1.0, "top_p": 0.9, "seed": 4}], ids=["greedy", "top_k", "top_p"])
