@@ -279,6 +279,22 @@ def test_model_logits_and_every_gradient_equal_numpy_with_no_transfer(fake_cupy,
     compare_model(m_np, m_cp)
 
 
+def test_ids_already_on_the_device_are_not_read_back(fake_cupy):
+    m_np, m_cp = (m.eval() for m in pair())
+    ids = m_cp.B.tensor(IDS)
+    fake_cupy.reset()
+    logits = m_cp(ids)
+    assert fake_cupy.d2h == 0 and fake_cupy.h2d == 1, fake_cupy.where("h2d")   # only the positions go up
+    close(logits, m_np(IDS))
+    with pytest.raises(TypeError, match="token ids must be integers"):
+        m_cp(m_cp.B.tensor(np.zeros((1, 3))))
+    with pytest.raises(ValueError, match=r"shape \(batch, seq\)"):
+        m_cp(m_cp.B.tensor(np.array([1, 2])))
+    with pytest.raises(ValueError, match="token id 61 is out of range for vocab_size=61"):
+        m_cp(np.array([[1, 61]]))   # host ids are still checked
+    assert np.isnan(m_cp.B.to_numpy(m_cp(m_cp.B.tensor(np.array([[1, 61]])))[0, 1])).all()   # device: NaN
+
+
 def test_dropout_runs_on_the_device_without_a_transfer(fake_cupy):
     B = backends.get_backend("cupy", "float64")
     m = GPTModel({**CFG, "drop_rate": 0.5}, backend=B, seed=3)
