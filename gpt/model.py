@@ -186,15 +186,17 @@ class GPTModel(Module):
                                     else _pad_rows(B, self.out_head.weight, cfg.padded_vocab_size))
             self.out_head.out_features = cfg.padded_vocab_size
 
-    def _check_ids(self, idx: Any) -> np.ndarray:
-        """idx as a NumPy (batch, seq) integer array, or a ValueError/TypeError naming what is wrong."""
-        ids = to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
-        if ids.dtype.kind not in "iu":
+    def _check_ids(self, idx: Any) -> Any:
+        """idx as a (batch, seq) integer array, or a ValueError/TypeError naming what is wrong. Ids already on a
+        GPU stay there unchecked for range: reading them back would be a device-to-host sync on every forward."""
+        on_device = hasattr(idx, "shape") and not str(getattr(idx, "device", "cpu")).startswith("cpu")
+        ids = idx if on_device else to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
+        if "int" not in str(ids.dtype):   # int64, uint16, torch.int64, ...
             raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
         if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {ids.shape}; "
+            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {tuple(ids.shape)}; "
                              f"add a batch dimension with ids[None]")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
+        if not on_device and ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
             bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
             raise ValueError(f"token id {bad} is out of range for vocab_size={self.cfg.vocab_size} "
                              f"(ids must lie in [0, {self.cfg.vocab_size}))")

@@ -69,8 +69,10 @@ def test_classify_end_to_end(pretrained, tmp_path, capsys):
     assert answer in ("spam", "not spam")
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backend):
+@pytest.mark.parametrize("backend", ["numpy", "torch", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backend, request):
+    if backend == "cupy":
+        request.getfixturevalue("fake_cupy")
     lora = ["--lora-rank", "2", "--lora-alpha", "4", "--eval-interval", "2", "--backend", backend]
     assert classify(pretrained, tmp_path / "straight", "--max-steps", 4, *lora) == 0
     assert classify(pretrained, tmp_path / "split", "--max-steps", 2, *lora) == 0
@@ -88,11 +90,14 @@ def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backen
     assert results["lora"] == {"rank": 2, "alpha": 4.0}
 
 
-def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch, backend, request):
+    if backend == "cupy":
+        request.getfixturevalue("fake_cupy")
     out = tmp_path / "inst"
     assert tinygpt("finetune", "instruct", "--init", pretrained, "--data", require_data("instruction-data.json"),
                    "--out", out, "--limit", 40, *SMALL, "--max-steps", 2, "--eval-interval", 2,
-                   "--lora-rank", 2, "--max-new-tokens", 4) == 0
+                   "--lora-rank", 2, "--max-new-tokens", 4, "--backend", backend) == 0
     printed = capsys.readouterr().out
     assert "34 train / 4 test / 2 val" in printed
     responses = json.loads((out / "test-responses.json").read_text())
@@ -104,7 +109,8 @@ def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch)
     answers = []
     for stdin in ("hello\n/exit\nhello again\n", "hello\n"):
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        assert tinygpt("chat", "--checkpoint", out, "--max-new-tokens", 5, "--temperature", 1, "--seed", 0) == 0
+        assert tinygpt("chat", "--checkpoint", out, "--max-new-tokens", 5, "--temperature", 1, "--seed", 0,
+                       "--backend", backend) == 0
         answers.append(capsys.readouterr().out)
     assert len(answers[0].rstrip("\n")) > 0 and answers[0] == answers[1]    # one answer, then /exit stops
 
