@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import backends
+from gpt.inspect_cli import add_inspect_command
 
 PROG = "tinygpt"
 DEFAULT_RUN_DIR = "runs/tinygpt"   # where `tinygpt train` writes and `tinygpt generate` reads by default
@@ -592,7 +593,7 @@ def add_finetune_command(sub: argparse._SubParsersAction) -> None:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_generate_command, add_eval_command, add_convert_command, add_download_command,
-    add_tokenizer_command, add_finetune_command, add_prepare_command,
+    add_tokenizer_command, add_finetune_command, add_prepare_command, add_inspect_command,
 ]
 
 
