@@ -51,6 +51,9 @@ def test_notebook_runs(name, monkeypatch):
     if d is not None:
         monkeypatch.setenv("TINYGPT_DATA_DIR", str(d))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):   # one BLAS thread per kernel under xdist, as conftest does per worker
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            monkeypatch.setenv(var, "1")
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
