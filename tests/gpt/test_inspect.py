@@ -1,4 +1,4 @@
-"""`tinygpt inspect` (gpt/inspect.py, gpt/inspect_render.py, gpt/inspect_cli.py) on a checkpoint trained here for a
+"""`tinygpt inspect` (gpt/inspect/, gpt/cli/inspect.py) on a checkpoint trained here for a
 few steps: attention rows are distributions and causal, every parameter has a gradient entry whose norm is the
 engine's, gradients match the torch backend in float64 (float32 model: rel. error <= 1e-4), the SVG parses with a
 node per op, index.html links every file, and bad input exits 2 with one line."""
@@ -53,7 +53,7 @@ def test_attention_rows_sum_to_one_and_are_causal(report_dir):
 
 
 def test_every_parameter_has_a_gradient_entry_matching_torch(report_dir, run_dir):
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     import backends
 
@@ -70,7 +70,7 @@ def test_every_parameter_has_a_gradient_entry_matching_torch(report_dir, run_dir
 def test_gradient_norms_are_the_engines(run_dir):
     """The norms in the report are those of a plain backward through the same loss (no hook changes them)."""
     import backends
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
     from gpt.inspect import inspect_model, next_token_loss
 
     B = backends.get_backend("numpy", dtype="float64")

@@ -1,4 +1,4 @@
-"""Drawing an `InspectReport` (gpt/inspect.py): attention-map PNGs, a gradient-norm bar chart, the block's autograd
+"""Drawing an `InspectReport` (gpt/inspect/measure.py): attention-map PNGs, a gradient-norm bar chart, the block's autograd
 graph as SVG (graphviz's `dot`), and a static, offline index.html that shows them with the numbers.
 
 Matplotlib is used through `matplotlib.figure.Figure` (no pyplot, no global backend state), so it works in scripts,

@@ -6,7 +6,7 @@ once forward and backward and returns an `InspectReport`: every layer's attentio
 relative error against the torch backend in float64 on the same weights (the engine checked against the
 reference on the user's own model, DESIGN §5), per-block activation statistics (mean, std, and the share of GELU
 inputs below −3, where GELU's gradient is ~0: Hendrycks & Gimpel 2016), and one transformer block's autograd graph
-(`tinytensor.graph`) on the numpy/cupy backends. Rendering (PNG, SVG, HTML) is in `gpt/inspect_render.py`.
+(`tinytensor.graph`) on the numpy/cupy backends. Rendering (PNG, SVG, HTML) is in `gpt/inspect/render.py`.
 Library code: it returns data and never prints (DESIGN §6).
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .attention import MultiHeadAttention
-from .model import GELU
-from .nn import Module, to_numpy_any
+from ..attention import MultiHeadAttention
+from ..model import GELU
+from ..nn import Module, to_numpy_any
 
 GELU_DEAD_BELOW = -3.0   # GELU'(x) = Φ(x) + x·φ(x) is below 0.012 in magnitude for x < −3: the unit barely learns
 REL_ERR_FLOOR = 1e-6     # × the largest reference gradient norm: the floor for gradients that are ~0 (DESIGN §5)
@@ -164,7 +164,7 @@ def gradients_by_name(model: Any) -> dict[str, np.ndarray]:
 def reference_gradients(model: Any, ids: np.ndarray) -> dict[str, np.ndarray]:
     """The same loss's gradients from the torch backend in float64 on this model's weights (ImportError: no torch)."""
     import backends
-    from .model import GPTModel
+    from ..model import GPTModel
 
     ref = GPTModel(model.cfg, backend=backends.get_backend("torch", dtype="float64"), seed=0)
     ref.load_state_dict(model.state_dict())
