@@ -96,7 +96,8 @@ def _human(n: int) -> str:
 
 
 def graph_dot(graph: Any, title: str = "") -> Any:
-    """A graphviz.Digraph of a tinytensor Graph: op nodes `op<i>` (op, output shape, saved bytes), leaves `leaf<i>`."""
+    """A graphviz.Digraph of a tinytensor Graph: op nodes `op<i>` (op, output shape, saved bytes and, where they
+    differ, the new bytes: not a parameter's, not kept by an earlier op), leaves `leaf<i>`."""
     import graphviz
 
     dot = graphviz.Digraph("block", graph_attr={"rankdir": "TB", "label": title, "fontsize": "12"},
@@ -107,7 +108,8 @@ def graph_dot(graph: Any, title: str = "") -> Any:
             dot.node(f"leaf{n.id}", f"{n.name or 'input'}\n{shape}", shape="note", style="filled",
                      fillcolor="#e8eef7" if n.op == "Parameter" else "#f3f3f3")
         else:
-            dot.node(f"op{n.id}", f"{n.op}\n{shape} {n.dtype}\nsaved {_human(n.saved_bytes)}", shape="box",
+            kept = f", {_human(n.kept_bytes)} new" if n.kept_bytes != n.saved_bytes else ""  # beyond weights, reuse
+            dot.node(f"op{n.id}", f"{n.op}\n{shape} {n.dtype}\nsaved {_human(n.saved_bytes)}{kept}", shape="box",
                      style="rounded,filled", fillcolor="#fdf1dc" if n.saved_bytes else "#ffffff")
     kinds = {n.id: ("leaf" if n.is_leaf else "op") for n in graph.nodes}
     for a, b in graph.edges:
