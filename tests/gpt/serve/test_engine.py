@@ -59,7 +59,7 @@ def test_batched_rows_equal_one_at_a_time_decoding_with_joins_and_leaves(model):
     for joining in schedule:
         engine._step(joining)
         widths.append(len(engine._rows))
-    assert max(widths) == 4 and widths[-1] == 0  # rows really were decoded together, then all left
+    assert max(widths) >= 4 and widths[-1] == 0  # rows really were decoded together, then all left
     for req, events in reqs:
         tokens = [v for k, v in events if k == "token"]
         assert events[-1][0] == "done" and [k for k, _ in events].count("done") == 1
