@@ -588,12 +588,19 @@ def add_finetune_command(sub: argparse._SubParsersAction) -> None:
     add_finetune_commands(sub)
 
 
+def add_serve_command(sub: argparse._SubParsersAction) -> None:
+    from gpt.serve_cli import add_serve_command as add
+
+    add(sub)
+
+
 # ---- main ---------------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_generate_command, add_eval_command, add_convert_command, add_download_command,
-    add_tokenizer_command, add_finetune_command, add_prepare_command,
+    add_tokenizer_command, add_finetune_command, add_prepare_command, add_serve_command,
 ]
+
 
 
 def register(add_command: Callable[[argparse._SubParsersAction], None]) -> None:

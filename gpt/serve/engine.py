@@ -81,7 +81,8 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.finished = 0   # requests done so far (any finish reason)
+        self._admitting = 0  # requests taken from the queue that are being prefilled
+        self.finished = collections.Counter()   # requests done so far, by finish reason
 
     # ---- the public side (any thread) ----------------------------------------------------------------------------
 
@@ -90,6 +91,11 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="tinygpt-engine", daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def started(self) -> bool:
+        """Whether start() has been called."""
+        return self._thread is not None
 
     def submit(self, request: GenerationRequest) -> GenerationRequest:
         """Queue a request; it joins the batch at the next step. QueueFull/EngineStopped when it cannot."""
@@ -100,7 +106,8 @@ class Engine:
         with self._cond:
             if self._stopping:
                 raise EngineStopped("the server is shutting down")
-            if len(self._pending) >= self.max_queue + max(0, self.max_batch - len(self._rows)):
+            free_rows = max(0, self.max_batch - len(self._rows) - self._admitting)
+            if len(self._pending) >= self.max_queue + free_rows:
                 raise QueueFull(f"the server is busy: {len(self._rows)} requests running and {len(self._pending)} "
                                 f"waiting; retry later")
             self._pending.append(request)
@@ -108,9 +115,10 @@ class Engine:
         return request
 
     def stats(self) -> dict[str, int]:
-        """Rows decoding now, requests waiting, requests finished."""
+        """Rows decoding now, requests waiting, requests finished (and how many of those were cancelled)."""
         with self._cond:
-            return {"running": len(self._rows), "queued": len(self._pending), "finished": self.finished,
+            return {"running": len(self._rows) + self._admitting, "queued": len(self._pending),
+                    "finished": sum(self.finished.values()), "cancelled": self.finished["cancelled"],
                     "max_batch": self.max_batch}
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
@@ -136,6 +144,7 @@ class Engine:
                 joining = []
                 while self._pending and len(self._rows) + len(joining) < self.max_batch:
                     joining.append(self._pending.popleft())
+                self._admitting = len(joining)
             try:
                 self._step(joining)
             except Exception as e:  # a failing step ends its requests, never the server
@@ -143,6 +152,9 @@ class Engine:
                     self._finish(row.request, "error", str(e))
                 with self._cond:
                     self._rows, self._cache = [], None
+            finally:
+                with self._cond:
+                    self._admitting = 0
 
     def _step(self, joining: list[GenerationRequest]) -> None:
         """Admit the joining requests (prefill + first token), decode one token for every row, retire the done."""
@@ -193,6 +205,7 @@ class Engine:
         """Stack a prefilled one-row cache onto the batch's cache (rows of different lengths, masked per row)."""
         with self._cond:
             self._rows.append(row)
+            self._admitting -= 1
         if self._cache is None:
             self._cache = cache
             cache.set_row_lengths([cache.pos])
@@ -223,7 +236,7 @@ class Engine:
             return
         request.reported = request.cancelled = True
         with self._cond:
-            self.finished += 1
+            self.finished[reason] += 1
         request.emit("done", reason if message is None else f"{reason}: {message}")
 
 
