@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
+    sock.listen(2048)   # from here on connections wait in the backlog until uvicorn accepts them
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(create_app(served), log_level="warning", timeout_graceful_shutdown=None))
     _cli()._say(f"serving {served.name} on http://{host}:{port}/ (OpenAI API at /v1; Ctrl-C or SIGTERM stops)")

@@ -170,17 +170,18 @@ class _Job:
             return
 
 
-def _submit(served: ServedModel, params: SamplingParams, ids: list[int], default_max: int, param: str) -> _Job:
-    """Check the prompt and max_tokens against the context and queue the request (400 / 503 when not)."""
+def _submit(served: ServedModel, params: SamplingParams, ids: list[int], default_max: int, param: str,
+            what: str) -> _Job:
+    """Check the prompt (`what`, from field `param`) and max_tokens against the context and queue the request."""
     ctx, n = served.context_length, len(ids)
     if n == 0:
-        raise APIError(400, f"the {param} is empty; give at least one token of text", param=param)
+        raise APIError(400, f"the {what} is empty; give at least one token of text", param=param)
     if n >= ctx:
-        raise APIError(400, f"the {param} is {n} tokens long, but the model's context is {ctx} tokens (at least "
+        raise APIError(400, f"the {what} is {n} tokens long, but the model's context is {ctx} tokens (at least "
                             f"one is needed for the answer); shorten it", param=param, code="context_length_exceeded")
     max_tokens = params.max_tokens if params.max_tokens is not None else min(default_max, ctx - n)
     if n + max_tokens > ctx:
-        raise APIError(400, f"max_tokens={max_tokens} plus the {param}'s {n} tokens exceed the model's context of "
+        raise APIError(400, f"max_tokens={max_tokens} plus the {what}'s {n} tokens exceed the model's context of "
                             f"{ctx} tokens; ask for at most {ctx - n}", param="max_tokens",
                        code="context_length_exceeded")
     job = _Job(asyncio.get_running_loop(), n)
@@ -287,7 +288,7 @@ def _add_routes(app: FastAPI, served: ServedModel) -> None:
     async def completions(request: Request) -> Any:
         params = await _parse(request, CompletionRequest, served)
         ids = encode_prompt(served.tokenizer, params.prompt)
-        job = _submit(served, params, ids, DEFAULT_COMPLETION_TOKENS, "prompt")
+        job = _submit(served, params, ids, DEFAULT_COMPLETION_TOKENS, "prompt", "prompt")
         out = _respond(served, params, job, chat=False)
         return out if params.stream else await out
 
@@ -299,7 +300,7 @@ def _add_routes(app: FastAPI, served: ServedModel) -> None:
         except ValueError as e:
             raise APIError(400, str(e), param="messages") from None
         ids = encode_prompt(served.tokenizer, prompt)
-        job = _submit(served, params, ids, served.context_length, "messages")
+        job = _submit(served, params, ids, served.context_length, "messages", "conversation")
         out = _respond(served, params, job, chat=True)
         return out if params.stream else await out
 
