@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const history = [];          // {role, content} turns sent with every request (multi-turn)
+const turns = [];            // {role, content} turns sent with every request (multi-turn)
 let modelId = null;
 let controller = null;       // aborts the running request (the Stop button)
 
@@ -38,7 +38,7 @@ async function loadModel() {
 }
 
 function requestBody() {
-  const body = {model: modelId, messages: history, stream: true};
+  const body = {model: modelId, messages: turns, stream: true};
   const t = parseFloat($("temperature").value), k = parseInt($("top-k").value, 10);
   const m = parseInt($("max-tokens").value, 10);
   if (!Number.isNaN(t)) body.temperature = t;
@@ -73,7 +73,7 @@ async function readEvents(response, onDelta) {
 
 async function send(text) {
   showError("");
-  history.push({role: "user", content: text});
+  turns.push({role: "user", content: text});
   addMessage("user", text);
   const answer = addMessage("assistant", "");
   answer.classList.add("streaming");
@@ -97,10 +97,10 @@ async function send(text) {
   } finally {
     answer.classList.remove("streaming");
     if (answer.textContent) {
-      history.push({role: "assistant", content: answer.textContent});
+      turns.push({role: "assistant", content: answer.textContent});
     } else {
       answer.remove();
-      history.pop();   // no answer (refused or stopped at once): the question is not part of the history
+      turns.pop();   // no answer (refused or stopped at once): the question is not part of the history
     }
     controller = null;
     setBusy(false);
@@ -120,7 +120,7 @@ $("input").addEventListener("keydown", (ev) => {
 $("stop").addEventListener("click", () => { if (controller) controller.abort(); });
 $("clear").addEventListener("click", () => {
   if (controller) controller.abort();
-  history.length = 0;
+  turns.length = 0;
   $("log").replaceChildren();
   showError("");
 });
