@@ -158,6 +158,7 @@ class Engine:
 
     def _step(self, joining: list[GenerationRequest]) -> None:
         """Admit the joining requests (prefill + first token), decode one token for every row, retire the done."""
+        admitted = []
         for request in joining:
             if request.cancelled:
                 self._finish(request, "cancelled")
@@ -165,7 +166,8 @@ class Engine:
             row, (cache, logits) = self._prefill(request)
             self._accept(row, row.choose(logits))
             if not request.cancelled:
-                self._merge(row, cache)
+                admitted.append((row, cache))
+        self._merge(admitted)
         self._retire()
         if not self._rows:
             return
@@ -201,18 +203,17 @@ class Engine:
             request.cancel()
             self._finish(request, "length")
 
-    def _merge(self, row: _Row, cache: Any) -> None:
-        """Stack a prefilled one-row cache onto the batch's cache (rows of different lengths, masked per row)."""
-        with self._cond:
-            self._rows.append(row)
-            self._admitting -= 1
-        if self._cache is None:
-            self._cache = cache
-            cache.set_row_lengths([cache.pos])
+    def _merge(self, admitted: list[tuple[_Row, Any]]) -> None:
+        """Stack the prefilled one-row caches onto the batch's cache in one copy (rows of different lengths)."""
+        if not admitted:
             return
-        lengths = self._cache.lengths.tolist()
-        self._cache = _stack_rows(self.model, [(self._cache, i) for i in range(len(lengths))] + [(cache, 0)],
-                                  lengths + [cache.pos])
+        old = [(self._cache, i) for i in range(len(self._rows))]
+        lengths = [] if self._cache is None else self._cache.lengths.tolist()
+        self._cache = _stack_rows(self.model, old + [(cache, 0) for _, cache in admitted],
+                                  lengths + [cache.pos for _, cache in admitted])
+        with self._cond:
+            self._rows += [row for row, _ in admitted]
+            self._admitting = 0
 
     def _retire(self) -> None:
         """Drop the rows whose requests are done or cancelled, keeping the others' cache rows."""
