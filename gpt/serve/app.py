@@ -76,7 +76,7 @@ class SamplingParams(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)   # OpenAI's range; default 1, 0 is greedy
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1)                     # an extension of OpenAI's API
-    stop: str | list[str] | None = Field(None, max_length=4)  # up to 4 strings, not part of the answer
+    stop: str | list[str] | None = None                       # up to 4 strings, not part of the answer
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -174,6 +174,8 @@ def _submit(served: ServedModel, params: SamplingParams, ids: list[int], default
             what: str) -> _Job:
     """Check the prompt (`what`, from field `param`) and max_tokens against the context and queue the request."""
     ctx, n = served.context_length, len(ids)
+    if len(_stops(params)) > 4:
+        raise APIError(400, f"stop: at most 4 stop strings, got {len(_stops(params))}", param="stop")
     if n == 0:
         raise APIError(400, f"the {what} is empty; give at least one token of text", param=param)
     if n >= ctx:

@@ -65,6 +65,18 @@ def test_temperature_0_completion_equals_tinygpt_generate(live, tiny_checkpoint,
     assert c.model == "tiny" and c.object == "text_completion"
 
 
+def test_seeded_sampling_equals_tinygpt_generate_with_the_same_seed(live, tiny_checkpoint, capsys):
+    prompt = "Sampled"
+    c = client(live).completions.create(model="tiny", prompt=prompt, max_tokens=25, temperature=0.9, top_p=0.95,
+                                        seed=11, extra_body={"top_k": 40})
+    assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--prompt", prompt, "--max-new-tokens", "25",
+                 "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--seed", "11", "--dtype",
+                 "float64"]) == 0
+    assert capsys.readouterr().out == prompt + c.choices[0].text + "\n"
+    greedy = client(live).completions.create(model="tiny", prompt=prompt, max_tokens=25, temperature=0)
+    assert greedy.choices[0].text != c.choices[0].text   # it really sampled
+
+
 def test_chat_non_streaming_and_streaming_agree_with_the_alpaca_prompt(live, tiny_checkpoint):
     messages = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
                 {"role": "user", "content": "Another one?"}]
@@ -144,6 +156,8 @@ BAD_INPUTS = [
     ({"model": "tiny", "prompt": "y" * 5000}, 413,
      {"message": "the request body is larger than 4096 bytes", "code": "request_too_large"}),
     ({"model": "tiny", "prompt": "hi", "n": 2}, 400, {"param": "n", "code": "less_than_equal"}),
+    ({"model": "tiny", "prompt": "hi", "stop": list("abcde")}, 400,
+     {"message": "stop: at most 4 stop strings, got 5", "param": "stop"}),
 ]
 BAD_CHATS = [
     ({"model": "tiny", "messages": [{"role": "assistant", "content": "hi"}]}, 400,

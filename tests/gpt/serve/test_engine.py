@@ -18,7 +18,7 @@ CFG = {"vocab_size": 97, "context_length": 48, "emb_dim": 32, "n_heads": 4, "n_l
        "qkv_bias": True}
 
 
-@pytest.fixture(scope="module", params=["numpy", "torch"])
+@pytest.fixture(scope="module", params=["numpy", "torch", pytest.param("cupy", marks=pytest.mark.gpu)])
 def model(request):
     m = GPTModel(CFG, backend=backends.get_backend(request.param, dtype="float64"), seed=7)
     m.eval()
