@@ -64,6 +64,7 @@ def load_served_model(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model until SIGTERM or Ctrl-C; 0 once the requests in flight have finished."""
     try:
         import uvicorn
 

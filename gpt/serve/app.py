@@ -57,6 +57,7 @@ class APIError(Exception):
 
 
 def error_response(status: int, message: str, **kw: Any) -> JSONResponse:
+    """A JSONResponse of `status` with OpenAI's error body."""
     return JSONResponse({"error": APIError(status, message, **kw).body}, status_code=status)
 
 
@@ -139,6 +140,7 @@ class _Job:
     def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int):
         self.loop, self.queue = loop, asyncio.Queue()
         self.prompt_tokens, self.completion_tokens, self.finish_reason = prompt_tokens, 0, "stop"
+        self.error: str | None = None   # the engine's message when a step failed (finish_reason "error")
         self.request: GenerationRequest | None = None
 
     def emit(self, kind: str, value: Any) -> None:
@@ -166,7 +168,8 @@ class _Job:
             tail = stream.finish()
             if tail:
                 yield tail
-            self.finish_reason = value.split(":")[0]
+            self.finish_reason, _, message = value.partition(": ")
+            self.error = message or None
             return
 
 
@@ -229,6 +232,8 @@ def _respond(served: ServedModel, params: SamplingParams, job: _Job, chat: bool)
                 text = "".join([piece async for piece in job.text(stream)])
             finally:
                 job.request.cancel()
+            if job.finish_reason == "error":
+                raise APIError(500, f"generation failed: {job.error}", type="server_error")
             return JSONResponse({**head, "choices": [choice(text, job.finish_reason, False)], "usage": job.usage()})
         return whole()
 

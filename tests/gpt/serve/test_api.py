@@ -291,3 +291,23 @@ def test_serve_without_the_extra_names_it(monkeypatch, capsys, tiny_checkpoint):
     err = capsys.readouterr().err
     assert err == ("tinygpt: error: tinygpt serve needs FastAPI and uvicorn (No module named 'uvicorn'); pip install "
                    "\"tinygpt[serve]\"\n")
+
+
+def test_a_failing_model_step_is_a_500_and_the_server_goes_on(tiny_checkpoint):
+    s = start_server(tiny_checkpoint)
+    real = s.served.engine.model
+
+    class Broken(Slow):
+        def __call__(self, *args, **kw):
+            raise RuntimeError("out of memory (simulated)")
+
+    try:
+        s.served.engine.model = Broken(real)
+        status, err = post(s, "/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 3})
+        assert status == 500 and err["error"] == {"message": "generation failed: out of memory (simulated)",
+                                                  "type": "server_error", "param": None, "code": None}
+        s.served.engine.model = real
+        status, ok = post(s, "/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 3})
+        assert status == 200 and ok["usage"]["completion_tokens"] == 3
+    finally:
+        s.stop()
