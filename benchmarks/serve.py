@@ -33,7 +33,7 @@ PROMPT = "The quick brown fox jumps"[:24]
 def _served(max_batch: int) -> Any:
     import backends
     from gpt import GPTModel
-    from gpt.corpus import bytes_tokenizer
+    from gpt.training.corpus import bytes_tokenizer
     from gpt.serve.app import ServedModel
     from gpt.serve.engine import Engine
 

@@ -11,7 +11,7 @@ import uvicorn
 
 import backends
 from gpt import GPTModel
-from gpt.checkpoint import save_checkpoint
+from gpt.training.checkpoint import save_checkpoint
 from gpt.cli import build_parser
 
 TINY_CFG = {"vocab_size": 257, "context_length": 512, "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
@@ -69,7 +69,7 @@ class LiveServer:
 def start_server(checkpoint, *flags, delay=0.0):
     """A LiveServer for `tinygpt serve --checkpoint ... --dtype float64 --model-name tiny FLAGS`."""
     from gpt.serve.app import create_app
-    from gpt.serve_cli import load_served_model
+    from gpt.cli.serve import load_served_model
 
     args = build_parser().parse_args(["serve", "--checkpoint", str(checkpoint), "--dtype", "float64",
                                       "--model-name", "tiny", *flags])
@@ -81,7 +81,7 @@ def start_server(checkpoint, *flags, delay=0.0):
 
 def reference_text(checkpoint, prompt_ids, max_tokens, stop_at_eos=True):
     """What one request alone gets: gpt.generate's greedy tokens, decoded as `tinygpt generate` writes them."""
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
     from gpt.generate import generate_stream
 
     model, tok, _ = load_model(checkpoint, backends.get_backend("numpy", dtype="float64"))

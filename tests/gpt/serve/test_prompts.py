@@ -5,7 +5,7 @@ import pytest
 
 import backends
 from gpt import GPTModel
-from gpt.corpus import bytes_tokenizer
+from gpt.training.corpus import bytes_tokenizer
 from gpt.instruct import PROMPT_HEADER, format_chat_prompt
 from gpt.serve.prompts import TextStream, chat_format, render_chat
 
