@@ -311,3 +311,38 @@ def test_a_failing_model_step_is_a_500_and_the_server_goes_on(tiny_checkpoint):
         assert status == 200 and ok["usage"]["completion_tokens"] == 3
     finally:
         s.stop()
+
+
+def test_a_lora_instruct_run_answers_as_tinygpt_chat_does(tmp_path, monkeypatch, capsys):
+    """A `finetune instruct` run with LoRA (saved here with non-zero LoRA weights) is loaded merged, as `tinygpt
+    chat` loads it, and a one-question chat at temperature 0 answers exactly what `tinygpt chat` prints."""
+    import io
+
+    import numpy as np
+
+    import backends
+    from gpt import GPTModel
+    from gpt.training.checkpoint import save_checkpoint
+    from gpt.training.finetune import apply_finetune_shape
+    from live_server import TINY_CFG
+
+    ft = {"task": "instruct", "lora": {"rank": 2, "alpha": 4.0}}
+    model = GPTModel(TINY_CFG, backend=backends.get_backend("numpy", dtype="float64"), seed=5)
+    apply_finetune_shape(model, ft, seed=0)
+    rng = np.random.default_rng(0)
+    weights = {k: v + 0.05 * rng.standard_normal(v.shape) if k.endswith(".B") else v
+               for k, v in model.state_dict().items()}
+    model.load_state_dict(weights)
+    run = tmp_path / "instruct"
+    save_checkpoint(run, model, None, {"step": 0, "model_config": model.cfg.to_dict(), "tokenizer": {"kind": "bytes"},
+                                       "finetune": ft})
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is a tensor?\n"))
+    assert main(["chat", "--checkpoint", str(run), "--max-new-tokens", "20", "--dtype", "float64"]) == 0
+    printed = capsys.readouterr().out
+    s = start_server(run)
+    try:
+        r = client(s).chat.completions.create(model="tiny", max_tokens=20, temperature=0,
+                                              messages=[{"role": "user", "content": "What is a tensor?"}])
+        assert r.choices[0].message.content + "\n" == printed and len(printed) > 1
+    finally:
+        s.stop()
