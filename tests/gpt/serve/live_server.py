@@ -1,12 +1,14 @@
 """Live `tinygpt serve` servers on 127.0.0.1 for the API and page tests: a tiny checkpoint, uvicorn in a thread on a
 port the test binds itself (no race for it), a slowed or gated model to hold requests in flight, and the reference
-answer of one request decoded alone."""
+answer of one request decoded alone. The fixtures `tiny_checkpoint` and `live` are imported by the test modules
+(a conftest.py here would shadow tests/conftest.py for `from conftest import ...`)."""
 import codecs
 import socket
 import threading
 import time
 
 import numpy as np
+import pytest
 import uvicorn
 
 import backends
@@ -77,6 +79,18 @@ def start_server(checkpoint, *flags, delay=0.0):
     if delay:
         served.engine.model = Slow(served.engine.model, delay)
     return LiveServer(served, create_app(served))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def live(tiny_checkpoint):
+    s = start_server(tiny_checkpoint, "--max-batch", "8", "--max-queue", "16", "--max-body-bytes", "4096")
+    yield s
+    s.stop()
 
 
 def reference_text(checkpoint, prompt_ids, max_tokens, stop_at_eos=True):

@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 
 openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 
 from gpt.cli import main  # noqa: E402
 from gpt.instruct import format_chat_prompt  # noqa: E402
 from gpt.serve.prompts import render_chat  # noqa: E402
 
-from live_server import Slow, reference_text, start_server  # noqa: E402
+from live_server import Slow, live, reference_text, start_server, tiny_checkpoint  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 
-from live_server import reference_text, start_server  # noqa: E402
+from live_server import reference_text, start_server, tiny_checkpoint  # noqa: E402,F401
 
 from gpt.serve.prompts import render_chat  # noqa: E402
 
