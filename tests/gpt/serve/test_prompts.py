@@ -63,3 +63,17 @@ def test_row_lengths_positions_and_key_mask():
     cache.reset()
     assert cache.lengths is None and cache.pos == 0
     np.testing.assert_array_equal(cache.positions(1), [0])
+
+
+def test_the_library_and_the_cli_import_without_the_serve_extra():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfor m in ('fastapi', 'uvicorn', 'starlette', 'pydantic'): sys.modules[m] = None\n"
+            "import gpt, gpt.cli, gpt.serve.engine, gpt.serve.prompts\n"
+            "assert gpt.cli.main(['serve', '--help']) == 0\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.returncode == 0, out.stderr
+    assert "usage: tinygpt serve" in out.stdout
