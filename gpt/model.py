@@ -214,7 +214,8 @@ class GPTModel(Module):
             raise ValueError(f"sequence of {start + seq_len} tokens is longer than context_length="
                              f"{self.cfg.context_length}; crop it to the last {self.cfg.context_length} tokens")
         tok_embeds = self.tok_emb(self.B.tensor(ids))                                # (b, t, emb_dim)
-        pos_embeds = self.pos_emb(self.B.tensor(np.arange(start, start + seq_len)))  # (t, emb_dim)
+        positions = np.arange(start, start + seq_len) if cache is None else cache.positions(seq_len)
+        pos_embeds = self.pos_emb(self.B.tensor(positions))  # (t, emb_dim), or (b, t, emb_dim) per-row positions
         x = self.drop_emb(tok_embeds + pos_embeds)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, cache=None if cache is None else cache.layers[i])
