@@ -24,7 +24,7 @@ def read_config(directory: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _token_text(value: object) -> str | None:
+def token_text(value: object) -> str | None:
     """A special-token entry of tokenizer_config.json: a string or an AddedToken dict with "content"."""
     if isinstance(value, dict):
         value = value.get("content")
@@ -59,6 +59,6 @@ def from_pretrained(path: str | Path):
     enc = HFByteLevelBPE.from_file(tokenizer_json)
     config = read_config(path)
     for key in ("bos_token", "eos_token"):
-        text = _token_text(config.get(key))
+        text = token_text(config.get(key))
         setattr(enc, f"{key}_id", enc.token_to_id(text) if text else None)
     return enc
