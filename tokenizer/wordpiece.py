@@ -5,7 +5,7 @@ runs it (the `tokenizers` BertNormalizer, BertPreTokenizer and WordPiece model),
   1. special tokens ([CLS], [MASK], ...) in the raw text are cut out first (added.py);
   2. clean the text: drop NUL, U+FFFD and control characters, every whitespace character becomes a space;
      pad CJK ideographs with spaces (each is a word); for uncased vocabularies strip accents (NFD, drop Mn) and
-     lower-case. Every step works per character, with the library's Unicode classes (bert_tables.py);
+     lower-case. Every step works per character, with the library's Unicode classes (hf_tables.py);
   3. split on whitespace, and put each punctuation character in a word of its own;
   4. each word: the longest vocabulary entry that starts it, then the longest "##"-prefixed entry that continues
      it, and so on; a word with no such cover, or longer than max_input_chars_per_word characters, is [UNK].
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import regex
 
-from . import bert_tables
+from . import hf_tables
 from .added import SpecialPolicy, allowed_set, split_on
 
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")  # BERT's special tokens: [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -33,7 +33,7 @@ def _in(ranges: tuple[tuple[int, int], ...], starts: list[int], cp: int) -> bool
 
 
 class _Classes:
-    """Membership in one of bert_tables' range lists, by binary search."""
+    """Membership in one of hf_tables' range lists, by binary search."""
 
     def __init__(self, ranges: tuple[tuple[int, int], ...]):
         self.ranges, self.starts = ranges, [a for a, _ in ranges]
@@ -42,22 +42,22 @@ class _Classes:
         return _in(self.ranges, self.starts, ord(ch))
 
 
-CONTROL, WHITESPACE, CJK = (_Classes(t) for t in (bert_tables.CONTROL, bert_tables.WHITESPACE, bert_tables.CJK))
-_PUNCT_CLASS = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in bert_tables.PUNCTUATION)
+CONTROL, WHITESPACE, CJK = (_Classes(t) for t in (hf_tables.CONTROL, hf_tables.WHITESPACE, hf_tables.CJK))
+_PUNCT_CLASS = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in hf_tables.PUNCTUATION)
 # A word: one punctuation character, or a run of characters that are neither punctuation nor a space.
 WORD_RE = regex.compile(f"[{_PUNCT_CLASS}]|[^{_PUNCT_CLASS} ]+")
 
 
 def strip_accents_char(ch: str) -> str:
     """One character with its accents removed: NFD, then drop the nonspacing marks (category Mn)."""
-    if ord(ch) in bert_tables.STRIP:
-        return bert_tables.STRIP[ord(ch)]
+    if ord(ch) in hf_tables.STRIP:
+        return hf_tables.STRIP[ord(ch)]
     return "".join(c for c in unicodedata.normalize("NFD", ch) if unicodedata.category(c) != "Mn")
 
 
 def lower_char(ch: str) -> str:
     """One character lower-cased on its own (no context, as the library does: no final-sigma rule)."""
-    return bert_tables.LOWER.get(ord(ch), ch.lower())
+    return hf_tables.LOWER.get(ord(ch), ch.lower())
 
 
 class WordPiece:

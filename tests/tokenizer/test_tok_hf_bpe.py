@@ -17,12 +17,17 @@ from hypothesis import strategies as st
 
 import tokenizer
 from tokenizer import BPETokenizer, HFByteLevelBPE, get_encoding, save_hf_tokenizer
+from tokenizer.hf_bpe import REGEX_DIFFERS
 
 tokenizers = pytest.importorskip("tokenizers")
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
 QWEN2_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+# Characters where the library's Unicode data differs from Python's / the regex module's (hf_tables.py): letters,
+# numbers and marks its regexes do not know, combining classes and a composition its NFC lacks.
+UNICODE_VERSION_CASES = ["a\u0558b", " \u0558", "x\U00011de0", "1\U00011de1", "a\u05c8", "a\u0323\U00016ff0\u0308",
+                         "\u0323\U00016ff0", "\U00011935\U00011930", "e\u0301\u0898\u0316", "\U00011938"]
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
 CORPUS = "\n".join(pydoc_data.topics.topics.values())
@@ -33,6 +38,7 @@ PIECES = st.sampled_from([
     "\n", "\n\n", " \n ", "\t", "\r\n", "  \n", "0", "1234567", " 89", "😀", "👨‍👩‍👧", "漢字", " 日本語", "한국어",
     "e\u0301", "a\u0308\u0323", "\u212b", "\u1e9b\u0323", "\u200d", "\xa0", "\u3000", "Hello", " world", "über",
     "—", "...", "?!", "\x00", "ﬁ", "Ω", "ß", "def", " return", "self.",
+    *UNICODE_VERSION_CASES,
 ])
 MIXED_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=30).map("".join)
 
@@ -125,8 +131,16 @@ def test_decode_round_trips(pair, text):
     ours, ref = pair
     ids = ours.encode(text)
     assert ours.decode(ids) == ours.normalize(text)
-    assert ours.normalize(text) == (unicodedata.normalize("NFC", text) if "qwen" in ours.name else text)
+    assert ours.normalize(text) == (ref.normalizer.normalize_str(text) if ref.normalizer else text)
     assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=False)
+
+
+def test_unicode_version_differences(pair):
+    ours, ref = pair
+    for text in UNICODE_VERSION_CASES:
+        assert ours.encode(text) == hf_ids(ref, text), ascii(text)
+    if ref.normalizer:  # the library's NFC does not know U+16FF0's combining class (6), so it does not reorder
+        assert ours.normalize("\u0323\U00016ff0") == "\u0323\U00016ff0" != unicodedata.normalize("NFC", "\u0323\U00016ff0")
 
 
 def test_special_and_added_tokens(qwen_file):
@@ -215,7 +229,9 @@ def test_gpt2_tokenizer_json_unicode(gpt2_files, tiktoken_gpt2, text):
 @pytest.fixture(scope="module", params=["gpt2", "gpt4", None, r"\p{L}+|\p{N}"])
 def ours_written(request, tmp_path_factory):
     """Our trained BPETokenizer (as `tinygpt train` makes it), written and read back by both libraries."""
-    enc = BPETokenizer.train(TRAIN[:60_000], 600, pattern=request.param, special_tokens=["<|endoftext|>"])
+    # No split makes the whole text one chunk (slow to train and to merge, see training.py): a short text then.
+    size = 60_000 if request.param else 4_000
+    enc = BPETokenizer.train(TRAIN[:size], 600, pattern=request.param, special_tokens=["<|endoftext|>"])
     path = save_hf_tokenizer(enc, tmp_path_factory.mktemp("ours"))
     return enc, tokenizer.from_pretrained(path.parent), tokenizers.Tokenizer.from_file(str(path))
 
@@ -224,14 +240,16 @@ def ours_written(request, tmp_path_factory):
 @given(text=MIXED_TEXT)
 def test_written_bpe_loads_with_our_ids(ours_written, text):
     enc, back, ref = ours_written
-    expected = enc.encode(text, allowed_special="all")
-    assert hf_ids(ref, text) == expected == back.encode(text)
+    expected = hf_ids(ref, text)
+    assert back.encode(text) == expected
+    if REGEX_DIFFERS.isdisjoint(text):  # else the library's regex engine knows fewer letters than ours (hf_export.py)
+        assert enc.encode(text, allowed_special="all") == expected
     assert back.decode(expected) == enc.decode(expected)
 
 
 def test_written_bpe_on_corpus(ours_written):
     enc, back, ref = ours_written
-    text = HELD_OUT[:20_000]
+    text = HELD_OUT[:20_000] if enc.pattern else HELD_OUT[:2_000]
     assert hf_ids(ref, text) == enc.encode(text) == back.encode(text)
     assert back.n_vocab == enc.n_vocab == ref.get_vocab_size() and back.eot_token == enc.eot_token
 

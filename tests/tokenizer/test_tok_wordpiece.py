@@ -3,7 +3,6 @@ WordPiece trainer's vocabularies load in both, and the Unicode tables match the 
 import json
 import subprocess
 import sys
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenizer
-from tokenizer import bert_tables
 from tokenizer.wordpiece import WordPiece
 from tokenizer.wordpiece_training import BERT_SPECIALS, save_wordpiece, train_wordpiece
 
@@ -112,18 +110,6 @@ def test_decode_joins_continuations(pair):
     assert ours.decode([ours.vocab["中"], ours.vocab["##字"]]) == "中字"
     with pytest.raises(ValueError, match=r"token id -1 is not in this vocabulary"):
         ours.decode([-1])
-
-
-@pytest.mark.slow
-def test_tables_match_the_tokenizers_library():
-    if unicodedata.unidata_version != bert_tables.UNIDATA_VERSION:
-        pytest.skip(f"bert_tables.py was generated against unicodedata {bert_tables.UNIDATA_VERSION}")
-    sys.path.insert(0, str(Path(__file__).parent))
-    import bert_tables_gen
-
-    derived = bert_tables_gen.derive()
-    for name in ("CONTROL", "WHITESPACE", "PUNCTUATION", "CJK", "LOWER", "STRIP"):
-        assert getattr(bert_tables, name) == derived[name], name
 
 
 # --- training ---------------------------------------------------------------------------------------------------
