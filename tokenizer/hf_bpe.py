@@ -1,4 +1,4 @@
-"""Hugging Face byte-level BPE tokenizers (tokenizer.json of GPT-2, Llama 3, Qwen2/3) run by our own encoder.
+r"""Hugging Face byte-level BPE tokenizers (tokenizer.json of GPT-2, Llama 3, Qwen2/3) run by our own encoder.
 
 Reads the `tokenizers` library's serialized format (docs: huggingface.co/docs/tokenizers, "The tokenization
 pipeline": normalizer -> pre-tokenizer -> model -> decoder, with added tokens cut out first, see added.py) and
@@ -412,7 +412,15 @@ def _split_fn(pattern: regex.Pattern, keep_matches: bool, keep_gaps: bool) -> Ca
     wrapped = regex.compile(f"({pattern.pattern})")
     if wrapped.groups == 1:  # split() in C: gaps at even positions, matches at odd ones
         start, step = (0, 1) if keep_matches and keep_gaps else ((1, 2) if keep_matches else (0, 2))
-        return lambda text: [p for p in wrapped.split(text)[start::step] if p]
+        if start or step == 2:
+            return lambda text: [p for p in wrapped.split(text)[start::step] if p]
+        findall = pattern.findall
+
+        def isolated(text: str) -> list[str]:
+            pieces = findall(text)  # the usual case: the matches cover the text (no gaps), as GPT-2's pattern does
+            return pieces if sum(map(len, pieces)) == len(text) else [p for p in wrapped.split(text) if p]
+
+        return isolated
 
     def split(text: str) -> list[str]:  # the pattern has groups of its own: walk the matches
         out, pos = [], 0

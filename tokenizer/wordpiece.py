@@ -22,6 +22,7 @@ import regex
 
 from . import hf_tables
 from .added import SpecialPolicy, allowed_set, split_on
+from .hf_config import read_config, token_text
 
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")  # BERT's special tokens: [PAD] [UNK] [CLS] [SEP] [MASK]
 PREFIX = "##"  # marks a piece that continues a word
@@ -94,8 +95,6 @@ class WordPiece:
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "WordPiece":
         """Read vocab.txt (one token per line, id = line number) and tokenizer_config.json's options if present."""
-        from .pretrained import read_config, token_text
-
         directory = Path(directory)
         path = directory / "vocab.txt"
         if not path.is_file():

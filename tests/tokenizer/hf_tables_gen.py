@@ -1,9 +1,9 @@
-"""Derive tokenizer/hf_tables.py from the installed `tokenizers` library: which characters its BERT normalizer
+r"""Derive tokenizer/hf_tables.py from the installed `tokenizers` library: which characters its BERT normalizer
 and pre-tokenizer treat as control, whitespace, punctuation and CJK, where its lower-casing and accent stripping
 differ from Python's unicodedata, which characters its Split regexes (Oniguruma) take as \p{L}, \p{N}, \p{M},
 and which characters its NFC/NFD do not know (no combining class, no composition). Every class is probed one code
 point at a time. `python tests/tokenizer/hf_tables_gen.py > tokenizer/hf_tables.py` rewrites the table;
-test_tok_wordpiece.py checks the committed one against the library.
+test_tok_hf_tables.py checks the committed one against the library.
 """
 import unicodedata
 
