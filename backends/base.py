@@ -1,7 +1,8 @@
 """The one interface that `gpt/` is written against, implemented by the numpy, cupy and torch backends.
 
 Vocabulary is PyTorch's (DESIGN.md §4.2): tensors have torch's methods, `B.F` has torch.nn.functional's names and
-keywords. A backend is a value passed to every constructor, never a global, so several coexist in one process.
+keywords (including `rms_norm`, `silu` and `scaled_dot_product_attention(..., enable_gqa=)`); the one op torch has
+no functional for, rotary position embedding, is a backend method, `B.rotary_embedding(x, cos, sin)`. A backend is a value passed to every constructor, never a global, so several coexist in one process.
 Every public method here must exist on every backend with the same signature (tests/backends/test_conformance.py).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Backend(abc.ABC):
     dtype_name: str    # default float dtype for parameters and activations, e.g. "float32"
     device: str        # "cpu" or "cuda[:N]"
     F: Any             # torch.nn.functional-compatible namespace
+    supports_ddp: bool = False   # True where PyTorch's DistributedDataParallel can wrap B.module(model)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} dtype={self.dtype_name!r} device={self.device!r}>"
@@ -67,6 +69,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         """torch.where(cond, a, b)."""
+
+    # ---- ops torch.nn.functional lacks ----
+    @abc.abstractmethod
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any) -> Any:
+        """Rotary position embedding (RoPE, Su et al. 2021) in the "rotate half" layout of Hugging Face's Llama:
+        x ⊙ cos + rotate_half(x) ⊙ sin with rotate_half(x) = cat(−x₂, x₁) over the halves of the last dim.
+
+        x: (b, h, t, hd) queries or keys; cos, sin: the tables for x's t positions, (t, hd) or any shape that
+        broadcasts to x without enlarging it. hd must be even. Differentiable in x (and in the tables). numpy/cupy:
+        tinytensor's fused op (backward: the transposed rotation); torch: the same formula in torch ops.
+        """
 
     # ---- training ----
     @abc.abstractmethod
@@ -116,6 +129,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); a no-op on the CPU."""
+
+    def device_name(self) -> str:
+        """The accelerator's name as its driver reports it (e.g. "NVIDIA H100 80GB HBM3"); "cpu" on the CPU."""
+        return "cpu"
+
+    def flash_attention(self, query: Any, key: Any, value: Any, dropout_p: float = 0.0,
+                        is_causal: bool = False) -> Any:
+        """Memory-efficient attention (the FlashAttention algorithm): the engine's tiled kernel where it has one,
+        else `F.scaled_dot_product_attention` (torch's already picks such a kernel itself)."""
+        return self.F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal)
 
 
 class NullGradScaler:

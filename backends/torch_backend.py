@@ -24,6 +24,7 @@ class TorchBackend(Backend):
     """PyTorch tensors and autograd; parameters are torch.nn.Parameter."""
 
     name = "torch"
+    supports_ddp = True
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         torch = self.torch = _import_torch()
@@ -90,6 +91,13 @@ class TorchBackend(Backend):
     def where(self, cond: Any, a: Any, b: Any):
         return self.torch.where(cond, a, b)
 
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any):
+        from tinytensor.functional import check_rotary_shapes  # the same shape rules and messages as numpy's
+
+        check_rotary_shapes(x.shape, cos.shape, sin.shape)
+        x1, x2 = x.chunk(2, dim=-1)  # the halves (.., hd/2) each
+        return x * cos + self.torch.cat((-x2, x1), dim=-1) * sin
+
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
               eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False):
         # fused=None (not False) lets torch pick its default foreach implementation when fusion is not asked for
@@ -152,6 +160,9 @@ class TorchBackend(Backend):
         if enabled and not self.device.startswith("cuda"):
             return "TF32 applies to CUDA matmuls only; it has no effect on the CPU"
         return None
+
+    def device_name(self) -> str:
+        return self.torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else "cpu"
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

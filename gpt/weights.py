@@ -8,7 +8,7 @@ of that layout matter:
   * `c_attn` is one (d, 3d) projection whose output columns are q | k | v; the book has three Linears.
 The output head is tied to the token embedding in GPT-2 (`tie_word_embeddings`), so `lm_head.weight` is usually
 absent from the file. Old checkpoints also hold the attention mask buffers `attn.bias`/`attn.masked_bias`, which
-are not weights and are skipped. Files: `model.safetensors` (read by gpt/safetensors_io.py, no dependency),
+are not weights and are skipped. Files: `model.safetensors` (read by gpt/training/safetensors_io.py, no dependency),
 a sharded `model.safetensors.index.json`, or `pytorch_model.bin` through `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from .safetensors_io import SafetensorsError, read_safetensors, write_safetensors
+from .training.safetensors_io import SafetensorsError, read_safetensors, write_safetensors
 
 __all__ = ["HF_NAME_MAP", "HFName", "CheckpointError", "SafetensorsError", "gpt2_cache_dir", "resolve_gpt2_name",
            "hf_state_dict_to_book",
@@ -298,6 +298,10 @@ def load_hf_gpt2(path_or_dir: str | os.PathLike, backend: Any = None, dtype: str
         B = backend if dtype in (None, backend.dtype_name) else backends.get_backend(backend.name, dtype,
                                                                                       backend.device)
     raw = read_hf_checkpoint(weights_path)
+    layers = {c.split(".")[2] for c in map(_canonical_hf_key, raw) if c.startswith("transformer.h.")}
+    if len(layers) != cfg["n_layers"]:
+        raise CheckpointError(f"{weights_path} holds {len(layers)} transformer blocks, but {config_path} says "
+                              f"n_layer={cfg['n_layers']}; one of the two files is damaged")
     expected = _expected_hf_shapes(cfg)
     for key, arr in raw.items():
         want = expected.get(_canonical_hf_key(key))

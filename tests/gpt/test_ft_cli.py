@@ -3,7 +3,6 @@ with the trainer for a few steps) and slices of the real SMS and instruction dat
 resume, LoRA merging, the chat loop, and one-line exit-2 errors."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
@@ -13,15 +12,15 @@ from conftest import require_data
 
 import backends
 import gpt.cli as cli
-from gpt.finetune_cli import add_finetune_commands, load_finetuned
+from gpt.training.finetune import load_finetuned
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    """A 2-layer GPT over the bytes tokenizer (<|endoftext|> = 256), pretrained 3 steps by gpt.train.Trainer."""
-    from gpt.corpus import build_tokenizer
+    """A 2-layer GPT over the bytes tokenizer (<|endoftext|> = 256), pretrained 3 steps by the trainer."""
+    from gpt.training.corpus import build_tokenizer
     from gpt.model import GPTModel
-    from gpt.train import TrainConfig, Trainer
+    from gpt.training.trainer import TrainConfig, pretrainer
 
     out = tmp_path_factory.mktemp("pretrained")
     tok, spec = build_tokenizer("bytes")
@@ -31,16 +30,13 @@ def pretrained(tmp_path_factory):
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     tc = TrainConfig(max_steps=3, batch_size=2, eval_interval=3, eval_iters=1, sample_tokens=0, plot=False,
                      warmup_steps=0)
-    Trainer(GPTModel(cfg, backend=backends.get_backend("numpy"), seed=1), ids[:2000], ids[2000:], tc,
+    pretrainer(GPTModel(cfg, backend=backends.get_backend("numpy"), seed=1), ids[:2000], ids[2000:], tc,
             out_dir=out, tokenizer=tok, tokenizer_spec=spec).run()
     return out
 
 
 def tinygpt(*argv):
-    """Run the `tinygpt` CLI (with the fine-tuning commands, registered here if gpt/cli.py lacks them)."""
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "finetune" not in sub.choices:
-        cli.register(add_finetune_commands)
+    """Run the `tinygpt` CLI in-process."""
     return cli.main([str(a) for a in argv])
 
 
@@ -73,8 +69,10 @@ def test_classify_end_to_end(pretrained, tmp_path, capsys):
     assert answer in ("spam", "not spam")
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backend):
+@pytest.mark.parametrize("backend", ["numpy", "torch", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backend, request):
+    if backend == "cupy":
+        request.getfixturevalue("fake_cupy")
     lora = ["--lora-rank", "2", "--lora-alpha", "4", "--eval-interval", "2", "--backend", backend]
     assert classify(pretrained, tmp_path / "straight", "--max-steps", 4, *lora) == 0
     assert classify(pretrained, tmp_path / "split", "--max-steps", 2, *lora) == 0
@@ -92,23 +90,27 @@ def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backen
     assert results["lora"] == {"rank": 2, "alpha": 4.0}
 
 
-def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch, backend, request):
+    if backend == "cupy":
+        request.getfixturevalue("fake_cupy")
     out = tmp_path / "inst"
     assert tinygpt("finetune", "instruct", "--init", pretrained, "--data", require_data("instruction-data.json"),
                    "--out", out, "--limit", 40, *SMALL, "--max-steps", 2, "--eval-interval", 2,
-                   "--lora-rank", 2, "--max-new-tokens", 4) == 0
+                   "--lora-rank", 2, "--max-new-tokens", 4, "--backend", backend) == 0
     printed = capsys.readouterr().out
     assert "34 train / 4 test / 2 val" in printed
     responses = json.loads((out / "test-responses.json").read_text())
     assert len(responses) == 4 and all("model_response" in r for r in responses)
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     plain, _, _ = load_model(out / "merged", backends.get_backend("numpy"))    # merged LoRA: a plain GPT
     assert "out_head.weight" in plain.state_dict()
     answers = []
     for stdin in ("hello\n/exit\nhello again\n", "hello\n"):
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        assert tinygpt("chat", "--checkpoint", out, "--max-new-tokens", 5, "--temperature", 1, "--seed", 0) == 0
+        assert tinygpt("chat", "--checkpoint", out, "--max-new-tokens", 5, "--temperature", 1, "--seed", 0,
+                       "--backend", backend) == 0
         answers.append(capsys.readouterr().out)
     assert len(answers[0].rstrip("\n")) > 0 and answers[0] == answers[1]    # one answer, then /exit stops
 
@@ -117,7 +119,7 @@ def test_instruct_without_lora_is_a_plain_checkpoint(pretrained, tmp_path, capsy
     out = tmp_path / "full"
     assert tinygpt("finetune", "instruct", "--init", pretrained, "--data", require_data("instruction-data.json"),
                    "--out", out, "--limit", 30, *SMALL, "--max-steps", 1, "--max-new-tokens", 0) == 0
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     model, _, state = load_model(out, backends.get_backend("numpy"))
     assert state["finetune"]["trainable"] == "all" and not (out / "test-responses.json").exists()
@@ -172,9 +174,9 @@ def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrai
     import os
     import signal
 
-    from gpt.finetune_cli import FinetuneRun
+    from gpt.training.trainer import Trainer
 
-    step = FinetuneRun.train_step
+    step = Trainer.train_step
 
     def interrupted_step(self):
         loss = step(self)
@@ -184,11 +186,11 @@ def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrai
 
     args = ["--max-steps", 4, "--eval-interval", 10]
     assert classify(pretrained, tmp_path / "straight", *args) == 0
-    monkeypatch.setattr(FinetuneRun, "train_step", interrupted_step)
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     assert classify(pretrained, tmp_path / "split", *args) == 130
     out = capsys.readouterr().out
     assert "stopped at step 2" in out and "--resume" in out and not (tmp_path / "split" / "results.json").exists()
-    monkeypatch.setattr(FinetuneRun, "train_step", step)
+    monkeypatch.setattr(Trainer, "train_step", step)
     assert tinygpt("finetune", "classify", "--out", tmp_path / "split", "--resume") == 0
     B = backends.get_backend("numpy")
     (a, _, sa), (b, _, sb) = (load_finetuned(tmp_path / d, B) for d in ("straight", "split"))
@@ -196,3 +198,46 @@ def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrai
     wa, wb = a.state_dict(), b.state_dict()
     for name in wa:
         np.testing.assert_array_equal(B.to_numpy(wa[name]), B.to_numpy(wb[name]), err_msg=name)
+
+
+def test_classify_command_and_generate_on_a_classifier(pretrained, tmp_path, capsys, monkeypatch):
+    """`tinygpt classify` labels messages with a `finetune classify` run as the book's classify_review does;
+    `generate` on that run names it a classifier and points at `classify`."""
+    from gpt.classify import classify_review
+
+    out = tmp_path / "clf"
+    assert classify(pretrained, out, "--max-steps", 2) == 0
+    capsys.readouterr()
+    texts = ["WINNER! Claim your prize now", "see you at lunch?"]
+    assert tinygpt("classify", "--checkpoint", out, "--text", texts[0], "--text", texts[1]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model, tok, state = load_finetuned(out, backends.get_backend("numpy"))
+    for line, text in zip(lines, texts):
+        label, prob, echoed = line.split("\t")
+        assert echoed == text and 0.5 <= float(prob) <= 1.0
+        assert label == classify_review(text, model, tok, max_length=state["finetune"]["max_length"],
+                                        pad_token_id=256)
+    monkeypatch.setattr("sys.stdin", io.StringIO(texts[1] + "\n"))
+    assert tinygpt("classify", "--checkpoint", out) == 0 and capsys.readouterr().out == lines[1] + "\n"
+    assert tinygpt("generate", "--checkpoint", out, "--prompt", "hi") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a spam classifier" in err and "tinygpt classify" in err
+    assert tinygpt("classify", "--checkpoint", pretrained, "--text", "hi") == 2
+    assert "not a classifier (a pretrained language model)" in capsys.readouterr().err
+
+
+def test_chat_on_a_model_that_was_not_instruction_tuned_says_so_first(pretrained, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert tinygpt("chat", "--checkpoint", pretrained, "--max-new-tokens", 2) == 0
+    out, err = capsys.readouterr()
+    assert "was not instruction-tuned" in err and "finetune instruct" in err and out.count("\n") == 1
+
+
+def test_finetune_resume_accepts_the_original_flags(pretrained, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert classify(pretrained, out, "--max-steps", 2, "--lora-rank", 2) == 0
+    assert classify(pretrained, out, "--max-steps", 3, "--lora-rank", 2, "--resume") == 0   # same flags + --resume
+    assert "resumed" in capsys.readouterr().out
+    assert classify(pretrained, out, "--max-steps", 4, "--lora-rank", 4, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--lora-rank/--lora-alpha {'rank': 4, 'alpha': 4} (the run has {'rank': 2, 'alpha': 2})" in err

@@ -179,7 +179,7 @@ def test_cli_trains_wordpiece(tmp_path):
     assert tokenizer.from_pretrained(out).vocab == dict(zip(train_wordpiece(TRAIN[:20_000], 500, do_lower_case=False),
                                                             range(500)))
     result = subprocess.run(cmd[:-4] + ["20", "--out", str(out)], capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.startswith("error: vocab_size=20 is too small")
+    assert result.returncode == 2 and result.stderr.startswith("python -m tokenizer: error: vocab_size=20 is too small")
 
 
 def test_errors(tmp_path):
