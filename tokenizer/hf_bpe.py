@@ -211,8 +211,12 @@ class HFByteLevelBPE:
             out.append(data)
         return b"".join(out)
 
-    def decode(self, ids: Sequence[int], errors: str = "replace") -> str:
-        """Text of the token ids; bytes that are not valid UTF-8 become U+FFFD (as HF's ByteLevel decoder)."""
+    def decode(self, ids: Sequence[int], errors: str = "replace", skip_special_tokens: bool = False) -> str:
+        """Text of the token ids; bytes that are not valid UTF-8 become U+FFFD (as HF's ByteLevel decoder).
+        skip_special_tokens leaves out the special tokens (HF's option; its Python default is True, ours False)."""
+        if skip_special_tokens:
+            special = set(self.special_tokens.values())
+            ids = [i for i in ids if i not in special]
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def __repr__(self) -> str:

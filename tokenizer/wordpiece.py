@@ -204,9 +204,13 @@ class WordPiece:
         """Token ids of `text`, reading special tokens as plain text."""
         return self.encode(text, allowed_special=(), disallowed_special=())
 
-    def decode(self, ids: Sequence[int], cleanup: bool = True) -> str:
+    def decode(self, ids: Sequence[int], cleanup: bool = True, skip_special_tokens: bool = False) -> str:
         """Tokens joined by spaces, "##" pieces glued to the previous one; `cleanup` removes the space before
-        . ? ! , and English contractions, as the library's WordPiece decoder does."""
+        . ? ! , and English contractions, as the library's WordPiece decoder does; skip_special_tokens drops
+        [CLS], [SEP], [PAD], ... first."""
+        if skip_special_tokens:
+            special = set(self.special_tokens.values())
+            ids = [i for i in ids if i not in special]
         out = []
         for k, i in enumerate(ids):
             if not (isinstance(i, int) and 0 <= i < len(self.id_to_token)):

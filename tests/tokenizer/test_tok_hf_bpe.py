@@ -163,6 +163,7 @@ def test_special_and_added_tokens(qwen_file):
     assert ids[0] == ref.token_to_id("<|im_start|>") == ours.special_tokens["<|im_start|>"]
     assert ours.special_tokens["<|im_end|>"] == ref.token_to_id("<|im_end|>") == ours.n_vocab - 2
     assert ours.eot_token == ref.token_to_id("<|endoftext|>") and ref.token_to_id("<think>") in ids
+    assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids) == "user\nhi<think>ok</think>"
     assert ours.encode(text, allowed_special={"<|im_end|>"}) == [
         *ours.encode_ordinary("<|im_start|>user\nhi"), ours.special_tokens["<|im_end|>"],
         *ours.encode("<think>ok</think>"), *ours.encode_ordinary("<|endoftext|>")]

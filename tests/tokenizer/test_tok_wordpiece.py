@@ -74,6 +74,7 @@ def test_unicode_ids_equal_bert_tokenizer_fast(pair, text):
     ids = ours.encode(text)
     assert ids == ref.encode(text, add_special_tokens=False)
     assert ours.decode(ids) == ref.backend_tokenizer.decode(ids, skip_special_tokens=False)
+    assert ours.decode(ids, skip_special_tokens=True) == ref.backend_tokenizer.decode(ids)
 
 
 @HYPOTHESIS
