@@ -325,3 +325,17 @@ def test_decode_rejects_unknown_ids(llama_file):
     enc = HFByteLevelBPE.from_file(llama_file)
     with pytest.raises(ValueError, match=r"token id 99999 is not in this vocabulary \(ids are 0..1199\)"):
         enc.decode([1, 99999])
+
+
+def test_merges_as_strings_and_normalized_special_tokens(llama_file, tmp_path):
+    """Older files (GPT-2's on the hub, Llama 3's) write merges as "a b" and may mark special tokens normalized."""
+    def edit(d):
+        d["model"]["merges"] = [" ".join(m) for m in d["model"]["merges"]]
+        d["added_tokens"][1]["normalized"] = True
+        d["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFKC"}]}
+
+    path = _edited(llama_file, tmp_path, edit)
+    ours, ref = tokenizer.from_pretrained(path), tokenizers.Tokenizer.from_file(str(path))
+    text = HELD_OUT[:5000] + "<|end_of_text|>ﬁ<|begin_of_text|>x"
+    assert ours.encode(text) == hf_ids(ref, text) and ours.encode(text)[-2] == ours.special_tokens["<|begin_of_text|>"]
+    assert ours.encode(text) == tokenizer.from_pretrained(llama_file).encode(unicodedata.normalize("NFKC", text))
