@@ -68,6 +68,14 @@ class Backend(abc.ABC):
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         """torch.where(cond, a, b)."""
 
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any) -> Any:
+        """RoPE in the rotate-half layout: x·cos + rotate_half(x)·sin, x (b, h, t, hd), cos/sin (t, hd).
+
+        Composed of tensor ops here (placeholder until the fused kernel pair lands on every backend)."""
+        half = x.shape[-1] // 2
+        rotated = self.cat([-x[..., half:], x[..., :half]], dim=-1)   # rotate_half: [-x2, x1]
+        return x * cos + rotated * sin
+
     # ---- training ----
     @abc.abstractmethod
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),

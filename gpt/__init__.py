@@ -17,6 +17,7 @@ from .model import (GELU, GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential, to_numpy_any
 from .pretrain import (calc_loss_batch, calc_loss_loader, evaluate_model, generate_and_print_sample, plot_losses,
                        train_model_simple)
+from .pretrained import from_pretrained
 from .schedule import WarmupCosine, lr_at
 from .train import DEFAULT_MODEL_CONFIG, TrainConfig, Trainer, TrainingDiverged, TrainResult
 from .weights import (HF_NAME_MAP, CheckpointError, SafetensorsError, book_state_dict_to_hf, download_gpt2,
@@ -33,5 +34,5 @@ __all__ = [
     "SafetensorsError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_model_simple",
     "generate_and_print_sample", "plot_losses", "WarmupCosine", "lr_at", "TrainConfig", "Trainer", "TrainResult",
     "TrainingDiverged", "DEFAULT_MODEL_CONFIG", "CheckpointManager", "save_checkpoint", "read_checkpoint", "load_model",
-    "default_corpus", "load_corpus",
+    "default_corpus", "load_corpus", "from_pretrained",
 ]
