@@ -299,11 +299,11 @@ def _copy_files(src: Path, dst: Path) -> None:
 # ---- models for inference -----------------------------------------------------------------------------------------
 
 def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, state) from a tinygpt checkpoint or run directory, a Hugging Face GPT-2 directory, or a
-    GPT-2 hub name ("gpt2", ...) that `tinygpt download` has fetched.
+    """(model, tokenizer, state) from a tinygpt checkpoint or run directory, a Hugging Face GPT-2, Llama or Qwen3
+    directory, or a GPT-2 hub name ("gpt2", ...) that `tinygpt download` has fetched.
 
-    The model is in eval mode; a Hugging Face directory comes with GPT-2's tokenizer and state {"tokenizer":
-    {"kind": "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
+    The model is in eval mode; a Hugging Face directory comes with its tokenizer.json (GPT-2's when a GPT-2
+    directory has none) and state {"tokenizer": {"kind": "hf" | "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
     """
     from gpt.corpus import load_tokenizer
     from gpt.model import GPTModel
@@ -317,11 +317,9 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
                                 f"checkpoint, a Hugging Face GPT-2 directory (config.json + model.safetensors), or "
                                 f"gpt2 / gpt2-medium / gpt2-large / gpt2-xl after `tinygpt download` of it")
     if not is_checkpoint_dir(path) and (path / "config.json").is_file() and not (path / INDEX_FILE).is_file():
-        import tokenizer as tok_pkg
-        from gpt.weights import load_hf_gpt2
+        from gpt.pretrained import load_pretrained_dir
 
-        model = load_hf_gpt2(path, backend=backend)
-        return model, tok_pkg.get_encoding("gpt2"), {"tokenizer": {"kind": "gpt2"}}
+        return load_pretrained_dir(path, backend)   # GPT-2, Llama or Qwen3, with the directory's own tokenizer
     ckpt = read_checkpoint(path, with_optimizer=False)
     model = GPTModel(ckpt.state["model_config"], backend=backend, seed=0)
     try:

@@ -30,6 +30,7 @@ DEFAULT_RUN_DIR = "runs/tinygpt"   # where `tinygpt train` writes and `tinygpt g
 THE_VERDICT_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/"
                    "the-verdict.txt")
 GPT2_DOWNLOADS = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+HUB_MODEL_NAMES = ("qwen3-0.6b",)   # gpt.pretrained.HUB_MODELS: whole Hugging Face directories
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +106,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
                         "bytes: 256 byte symbols")
     d.add_argument("--vocab-size", type=_positive(int), metavar="N", help="BPE vocabulary size (default 1024)")
     m = p.add_argument_group("model")
+    m.add_argument("--arch", choices=("gpt2", "llama", "qwen3"), help="model family (default gpt2): llama is "
+                   "RMSNorm + RoPE + SwiGLU + grouped-query attention, qwen3 adds QK-norm (gpt/families.py)")
     m.add_argument("--config", choices=("124M", "355M", "774M", "1558M"), help="a GPT-2 size (default: a small model)")
     m.add_argument("--context-length", type=_positive(int), metavar="N")
     m.add_argument("--emb-dim", type=_positive(int), metavar="N")
@@ -168,7 +171,11 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> dict:
     from gpt.model import GPT_CONFIGS
     from gpt.train import DEFAULT_MODEL_CONFIG
 
+    from gpt.families import ARCH_CONFIGS
+    from gpt.model import GPTConfig
+
     cfg = dict(GPT_CONFIGS[args.config] if args.config else DEFAULT_MODEL_CONFIG)
+    cfg.update(ARCH_CONFIGS.get(args.arch or "gpt2", {}))   # the family's switches over the same sizes
     if args.config and args.context_length and args.context_length > cfg["context_length"]:
         raise ValueError(f"--context-length {args.context_length} exceeds the {args.config} config's context "
                          f"length {cfg['context_length']}; choose at most {cfg['context_length']}")
@@ -186,6 +193,7 @@ def _model_config(args: argparse.Namespace, vocab_size: int) -> dict:
         cfg["tie_weights"] = True
     if args.pad_vocab:
         cfg["pad_vocab_multiple"] = args.pad_vocab
+    GPTConfig.from_dict({**cfg, "vocab_size": vocab_size or 1})   # any other inconsistency, before the data work
     return cfg
 
 
@@ -220,7 +228,7 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None
     warnings.filterwarnings("ignore", category=RuntimeWarning, message="(overflow|invalid value)")
     if args.resume:
         state = read_checkpoint(out, with_optimizer=False)
-        given = [n for n in _MODEL_FLAGS + ("config", "tokenizer", "vocab_size") if getattr(args, n) is not None]
+        given = [n for n in _MODEL_FLAGS + ("arch", "config", "tokenizer", "vocab_size") if getattr(args, n) is not None]
         if given:
             raise ValueError(f"--resume continues the saved model and tokenizer; drop "
                              f"{', '.join('--' + n.replace('_', '-') for n in given)}")
@@ -270,7 +278,8 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, _say: Callable[..., None
         n_train, n_val = len(train_ids), len(val_ids)
     model = GPTModel(model_cfg, backend=B, seed=cfg.seed)
     _say(f"data: {data.source} ({n_train + n_val:,} tokens: {n_train:,} train, {n_val:,} val); model: "
-         f"{model.num_parameters():,} parameters ({model_cfg['n_layers']} layers, {model_cfg['n_heads']} heads, "
+         f"{model.num_parameters():,} parameters ({model_cfg.get('arch', 'gpt2')}: {model_cfg['n_layers']} layers, "
+         f"{model_cfg['n_heads']} heads, "
          f"emb {model_cfg['emb_dim']}, context {model_cfg['context_length']}, vocab {model_cfg['vocab_size']}); "
          f"backend {B.name} {B.dtype_name}" + (f"; {dist.world_size} processes (DDP)" if dist.world_size > 1 else ""))
 
@@ -375,11 +384,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model, tok, _ = load_model(args.checkpoint, B)
     model.eval()
     ids = text_to_token_ids(args.prompt, tok)
-    eos = tok.special_tokens.get("<|endoftext|>") if hasattr(tok, "special_tokens") else None
+    eos = getattr(tok, "eos_token_id", None)   # a Hugging Face directory's tokenizer_config.json names it
+    if eos is None and hasattr(tok, "special_tokens"):
+        eos = tok.special_tokens.get("<|endoftext|>")
+    # a window no longer than this run needs: the KV cache of a 40960-token Qwen3 context would take gigabytes
+    context = min(model.cfg.context_length, ids.shape[1] + args.max_new_tokens)
     out = sys.stdout
     out.write(args.prompt)
     out.flush()
-    write_tokens(generate_stream(model, ids, args.max_new_tokens, model.cfg.context_length,
+    write_tokens(generate_stream(model, ids, args.max_new_tokens, context,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_id=eos,
                                  seed=args.seed), tok, out)
     return 0
@@ -441,36 +454,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ---- convert ------------------------------------------------------------------------------------------------------
 
 def add_convert_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="tinygpt checkpoint <-> Hugging Face GPT-2 directory",
+    p = sub.add_parser("convert", help="tinygpt checkpoint <-> Hugging Face directory (GPT-2, Llama, Qwen3)",
                        description="--checkpoint DIR --to-hf OUT, or --from-hf DIR --out OUT")
     p.add_argument("--checkpoint", metavar="DIR", help="a tinygpt checkpoint or `train --out` directory")
-    p.add_argument("--to-hf", metavar="OUT", help="write a Hugging Face GPT-2 directory here")
-    p.add_argument("--from-hf", metavar="DIR", help="a Hugging Face GPT-2 directory (config.json + weights)")
+    p.add_argument("--to-hf", metavar="OUT", help="write a Hugging Face directory of the model's family here, with "
+                                                 "its tokenizer as tokenizer.json")
+    p.add_argument("--from-hf", metavar="DIR", help="a Hugging Face GPT-2, Llama or Qwen3 directory (config.json + "
+                                                    "weights, and its tokenizer.json if any)")
     p.add_argument("--out", metavar="OUT", help="write a tinygpt checkpoint here")
     add_common_args(p)
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import shutil
+
     from gpt.checkpoint import is_checkpoint_dir, load_model, save_checkpoint
-    from gpt.weights import export_hf_gpt2, load_hf_gpt2
+    from gpt.pretrained import export_hf, load_pretrained_dir
 
     B = make_backend(args)
     if args.checkpoint and args.to_hf and not (args.from_hf or args.out):
-        model, _, info = load_model(args.checkpoint, B)
-        kind = (info.get("tokenizer") or {}).get("kind")
-        export_hf_gpt2(model, args.to_hf)
-        _say(f"wrote {Path(args.to_hf) / 'config.json'} and {Path(args.to_hf) / 'model.safetensors'}")
-        if kind not in (None, "gpt2"):
-            _warn(f"note: this model uses the {kind} tokenizer, not GPT-2's; Hugging Face tools will assume GPT-2's")
+        model, tok, _ = load_model(args.checkpoint, B)
+        files = export_hf(model, tok, args.to_hf)   # the run's own tokenizer goes along as tokenizer.json
+        _say(f"wrote {', '.join(str(f) for f in files)}")
         return 0
     if args.from_hf and args.out and not (args.checkpoint or args.to_hf):
         if is_checkpoint_dir(args.out):
             raise ValueError(f"{args.out} already holds a checkpoint; choose another --out")
-        model = load_hf_gpt2(args.from_hf, backend=B)
+        model, _, info = load_pretrained_dir(args.from_hf, B)
         state = {"step": 0, "model_config": model.cfg.to_dict(), "tokenizer": {"kind": "gpt2"},
                  "source": str(args.from_hf)}
+        if info["tokenizer"]["kind"] == "hf":   # the directory's own tokenizer.json travels with the weights
+            state["tokenizer"] = {"kind": "hf"}
         save_checkpoint(args.out, model, None, state)
+        for name in ("tokenizer.json", "tokenizer_config.json") if state["tokenizer"]["kind"] == "hf" else ():
+            if (Path(args.from_hf) / name).is_file():
+                shutil.copy2(Path(args.from_hf) / name, Path(args.out) / name)
         _say(f"wrote tinygpt checkpoint {args.out} ({model.num_parameters():,} parameters)")
         return 0
     raise ValueError("give either --checkpoint DIR --to-hf OUT, or --from-hf DIR --out OUT")
@@ -481,7 +500,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def add_download_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="GPT-2 weights, GPT-2 tokenizer files, the-verdict.txt, the SMS spam or "
                                         "instruction data")
-    p.add_argument("what", choices=(*GPT2_DOWNLOADS, "gpt2-tokenizer", "the-verdict", "sms-spam", "instruction-data"))
+    p.add_argument("what", choices=(*GPT2_DOWNLOADS, *HUB_MODEL_NAMES, "gpt2-tokenizer", "the-verdict", "sms-spam",
+                                    "instruction-data"))
     p.add_argument("--dest", metavar="DIR", help="folder to write into (default: the tinygpt cache, "
                                                  "~/.cache/tinygpt, where the other commands look)")
     add_common_args(p)
@@ -501,6 +521,11 @@ def cmd_download(args: argparse.Namespace) -> int:
             size = GPT2_DOWNLOADS[args.what]
             folder = download_gpt2(size, Path(args.dest) / f"gpt2-{size}" if args.dest else None)
             _say(f"GPT-2 {size} is in {folder}; try: {PROG} generate --checkpoint {folder} --prompt \"Hello\"")
+        elif args.what in HUB_MODEL_NAMES:
+            from gpt.pretrained import download_hub_model
+
+            folder = download_hub_model(args.what, (Path(args.dest) if args.dest else cache_dir() / "models") / args.what)
+            _say(f"{args.what} is in {folder}; try: {PROG} chat --checkpoint {folder}")
         elif args.what == "gpt2-tokenizer":
             from tokenizer.gpt2 import GPT2_FILES
 

@@ -678,12 +678,15 @@ def cmd_finetune_instruct(args: argparse.Namespace) -> int:
 
 def add_chat_command(sub: argparse._SubParsersAction) -> None:
     cli = _cli()
-    p = sub.add_parser("chat", help="ask an instruction-tuned model questions, one per line (book ch. 7 prompts)",
-                       description="Reads questions from standard input, one per line; formats each with the "
-                                   "Alpaca template used in training and streams the answer. Ends on end of input "
-                                   "or a line '/exit'.")
+    p = sub.add_parser("chat", help="ask an instruction-tuned model questions, one per line (book ch. 7 prompts; "
+                                    "Llama 3 / Qwen3 chat formats)",
+                       description="Reads questions from standard input, one per line, and streams the answers. A "
+                                   "`finetune instruct` model gets the Alpaca template used in training, one question "
+                                   "at a time; a Llama 3 or Qwen3 directory its own chat format (Llama 3's headers, "
+                                   "ChatML) and the whole conversation. Ends on end of input or a line '/exit'.")
     p.add_argument("--checkpoint", metavar="DIR", required=True,
-                   help="a `finetune instruct --out` directory, a checkpoint, or a Hugging Face GPT-2 directory")
+                   help="a `finetune instruct --out` directory, a checkpoint, or a Hugging Face GPT-2, Llama 3 or "
+                        "Qwen3 directory (with its tokenizer.json)")
     p.add_argument("--max-new-tokens", type=cli._positive(int), default=128, metavar="N", help="default 128")
     p.add_argument("--temperature", type=cli._positive(float, allow_zero=True), default=0.0, metavar="T",
                    help="0: greedy (default)")
@@ -694,9 +697,7 @@ def add_chat_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from gpt.classify import end_of_text_id
-    from gpt.generate import generate_stream
-    from gpt.instruct import format_chat_prompt
+    from gpt.chat_format import CHAT_STYLES
 
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p {args.top_p} must be in (0, 1]")
@@ -704,8 +705,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
     if (state.get("finetune") or {}).get("task") == "classify":
         raise ValueError(f"{args.checkpoint} is a classifier; chat needs a `finetune instruct` model")
-    eos = end_of_text_id(tok)
-    ctx = model.cfg.context_length
+    # a Llama 3 / Qwen3 directory speaks its own chat format and keeps the conversation; a book model, Alpaca's
+    style = None if state.get("finetune") else CHAT_STYLES.get(getattr(model.cfg, "arch", "gpt2"))
+    ask = _family_turn(model, tok, style, args) if style else _alpaca_turn(model, tok, args)
     interactive = sys.stdin.isatty()
     out = sys.stdout
     while True:
@@ -718,13 +720,49 @@ def cmd_chat(args: argparse.Namespace) -> int:
         question = line.strip()
         if question == "/exit":
             break
-        if not question:
-            continue
-        ids = np.asarray([tok.encode(format_chat_prompt(question))], dtype=np.int64)[:, -(ctx - 1):]
-        _cli().write_tokens(generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
-                                            top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed),
-                            tok, out)
+        if question:
+            _cli().write_tokens(ask(question), tok, out)
     return 0
+
+
+def _stream(model: Any, ids: list[int], args: argparse.Namespace, eos: int | None) -> Any:
+    """generate_stream over the last tokens of `ids` that fit, with a cache no longer than this answer needs."""
+    from gpt.generate import generate_stream
+
+    ctx = model.cfg.context_length
+    prompt = np.asarray([ids], dtype=np.int64)[:, -(ctx - 1):]
+    window = min(ctx, prompt.shape[1] + args.max_new_tokens)
+    return generate_stream(model, prompt, args.max_new_tokens, window, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed)
+
+
+def _alpaca_turn(model: Any, tok: Any, args: argparse.Namespace) -> Callable[[str], Any]:
+    """One question, one answer, in the book's ch. 7 Alpaca template (no history)."""
+    from gpt.classify import end_of_text_id
+    from gpt.instruct import format_chat_prompt
+
+    eos = end_of_text_id(tok)
+    return lambda question: _stream(model, tok.encode(format_chat_prompt(question)), args, eos)
+
+
+def _family_turn(model: Any, tok: Any, style: str, args: argparse.Namespace) -> Callable[[str], Any]:
+    """A conversation in the family's chat format: each answer ends at an end-of-turn token and joins the history."""
+    from gpt.chat_format import chat_prompt_ids, stop_ids
+
+    history: list[dict[str, str]] = []
+    stops = set(stop_ids(tok, style))
+
+    def ask(question: str) -> Any:
+        history.append({"role": "user", "content": question})
+        answer: list[int] = []
+        for token in _stream(model, chat_prompt_ids(tok, history, style), args, None):
+            if token in stops:
+                break
+            answer.append(token)
+            yield token
+        history.append({"role": "assistant", "content": tok.decode(answer)})
+
+    return ask
 
 
 # ---- registration ---------------------------------------------------------------------------------------------
