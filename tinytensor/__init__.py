@@ -1,7 +1,8 @@
 """tinytensor: tensors on NumPy or CuPy arrays with reverse-mode autograd and hand-written backward passes.
 
 The engine is `tensor.py`; primitive ops with their backward are in `ops.py`; fused ops (linear, layer_norm,
-gelu, softmax, cross_entropy, attention, ...) in `functional.py` over the kernel pairs in `kernels/`;
+rms_norm, gelu, silu, softmax, cross_entropy, attention with grouped-query heads, rotary embedding, ...) in
+`functional.py` over the kernel pairs in `kernels/`;
 optimizers in `optim.py`; finite-difference checks in `gradcheck.py`. It knows nothing of GPT.
 """
 from . import functional, gradcheck, optim, random

@@ -43,10 +43,45 @@ def test_instances_expose_the_design_contract(name):
     for attr in ("tensor", "to_numpy", "F", "AdamW", "no_grad", "manual_seed", "clip_grad_norm", "autocast", "module"):
         assert hasattr(B, attr), attr
     for fn in ("linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout",
-               "scaled_dot_product_attention"):
+               "scaled_dot_product_attention", "rms_norm", "silu"):
         assert callable(getattr(B.F, fn)), fn
     F_params = {fn: list(inspect.signature(getattr(B.F, fn)).parameters) for fn in ("cross_entropy", "dropout")}
     assert "ignore_index" in F_params["cross_entropy"] and "training" in F_params["dropout"]
+    assert callable(B.rotary_embedding)
+
+
+def _llama_ops(B, x, w, cos, sin, q, kv):
+    """rms_norm, silu, rotary_embedding and grouped-query attention through the interface, as the Llama model calls
+    them; returns the summed loss under fixed upstream gradients and the inputs' gradients."""
+    ins = [B.tensor(a, requires_grad=True) for a in (x, w, q, kv)]
+    tx, tw, tq, tkv = ins
+    h = B.F.silu(B.F.rms_norm(tx, (x.shape[-1],), tw, 1e-6))
+    r = B.rotary_embedding(tq, B.tensor(cos), B.tensor(sin))
+    a = B.F.scaled_dot_product_attention(r, tkv, tkv, is_causal=True, enable_gqa=True)
+    rng = np.random.default_rng(1)
+    loss = (h * B.tensor(rng.standard_normal(h.shape))).sum() + (a * B.tensor(rng.standard_normal(a.shape))).sum()
+    loss.backward()
+    return [B.to_numpy(loss)] + [B.to_numpy(t.grad) for t in ins]
+
+
+def test_llama_ops_agree_across_backends_in_float64():
+    rng = np.random.default_rng(0)
+    angles = np.outer(np.arange(5), 10000.0 ** (-np.arange(0, 8, 2) / 8))
+    cos, sin = np.cos(np.concatenate([angles] * 2, -1)), np.sin(np.concatenate([angles] * 2, -1))  # (5, 8)
+    args = (rng.standard_normal((2, 5, 6)), rng.standard_normal(6), cos, sin, rng.standard_normal((2, 4, 5, 8)),
+            rng.standard_normal((2, 2, 5, 8)))
+    ours, ref = (_llama_ops(backends.get_backend(n, dtype="float64"), *args) for n in AVAILABLE)
+    for a, b in zip(ours, ref):
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_rotary_embedding_bad_tables_raise_the_same_error(name):
+    B = backends.get_backend(name, dtype="float64")
+    with pytest.raises(ValueError, match=r"cos/sin of shape \(6, 8\) do not broadcast to x of shape \(1, 2, 5, 8\)"):
+        B.rotary_embedding(B.tensor(np.zeros((1, 2, 5, 8))), B.tensor(np.zeros((6, 8))), B.tensor(np.zeros((6, 8))))
+    with pytest.raises(ValueError, match="must be even"):
+        B.rotary_embedding(B.tensor(np.zeros((5, 7))), B.tensor(np.zeros((5, 7))), B.tensor(np.zeros((5, 7))))
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
