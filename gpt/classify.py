@@ -341,7 +341,7 @@ def classify_review(text: str, model: Any, tokenizer: Any, device: Any = None, m
     was_training = model.training
     model.eval()
     input_ids = list(tokenizer.encode(text))
-    supported = int(model.pos_emb.weight.shape[0])
+    supported = int(model.cfg.context_length)  # the book: pos_emb.weight.shape[0] (RoPE models have none)
     input_ids = input_ids[:supported if max_length is None else min(max_length, supported)]
     if max_length is not None:
         input_ids += [pad_token_id] * (max_length - len(input_ids))

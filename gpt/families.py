@@ -31,12 +31,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "qwen3": {**_DECODER, "arch": "qwen3", "norm_eps": 1e-6, "rope_theta": 1000000.0, "qk_norm": True},
 }
 
-# `tinygpt train --arch A` models at about the parameter count of the default GPT-2 (emb 192, 4 layers, vocab
-# 1024: ~2.2 M): SwiGLU's three matrices of width 512 ≈ GPT-2's two of 4·192 = 768; GQA with 2 key/value heads
-# saves a quarter of attention's weights, which the extra SwiGLU width (512 > 8·192/3) roughly pays back.
+# `tinygpt train --arch A` models at about the parameter count of the default GPT-2 (emb 192, 4 layers, 4 heads,
+# vocab 1024: 2.20 M): GQA with 2 key/value heads saves a quarter of attention's weights and RoPE the position
+# table, which SwiGLU's three matrices of width 576 (vs GPT-2's two of 768) pay back: 2.16 M each.
 ARCH_CONFIGS: dict[str, dict[str, Any]] = {
-    "llama": {**FAMILIES["llama"], "n_kv_heads": 2, "hidden_dim": 512, "rope_theta": 10000.0},
-    "qwen3": {**FAMILIES["qwen3"], "n_kv_heads": 2, "hidden_dim": 512, "rope_theta": 10000.0},
+    "llama": {**FAMILIES["llama"], "n_kv_heads": 2, "hidden_dim": 576, "rope_theta": 10000.0},
+    "qwen3": {**FAMILIES["qwen3"], "n_kv_heads": 2, "hidden_dim": 576, "rope_theta": 10000.0},
 }
 
 # The one table: our parameter name -> the Hugging Face LlamaForCausalLM / Qwen3ForCausalLM name ({i}: block)

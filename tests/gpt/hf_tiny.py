@@ -41,10 +41,10 @@ def exact_float64():
         mp.undo()
 
 
-def hf_config(kind: str, vocab: int = 97, **overrides):
+def hf_config(kind: str, vocab: int = 97, context: int = 64, **overrides):
     """Llama: GQA (4 heads, 2 kv), llama3 rope scaling, tied head. Qwen3: QK-norm, head_dim 16 != 32 / 4, untied."""
     common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=64, attn_implementation="sdpa",
+                  num_key_value_heads=2, max_position_embeddings=context, attn_implementation="sdpa",
                   bos_token_id=1, eos_token_id=2)
     if kind == "llama":
         return transformers.LlamaConfig(**{**common, "tie_word_embeddings": True, "rope_theta": 10000.0,
@@ -53,13 +53,13 @@ def hf_config(kind: str, vocab: int = 97, **overrides):
                                        "rope_theta": 1000000.0, **overrides})
 
 
-def make_hf_dir(kind: str, path, seed: int = 0, vocab: int = 97, **save_kwargs):
+def make_hf_dir(kind: str, path, seed: int = 0, vocab: int = 97, context: int = 64, **save_kwargs):
     """A random tiny transformers model saved to `path`; returns it in float64 eval mode (norm scales randomised
     too, so a swapped or ignored norm weight shows)."""
     torch.manual_seed(seed)
     cls = transformers.LlamaForCausalLM if kind == "llama" else transformers.Qwen3ForCausalLM
     with exact_float64():
-        model = cls(hf_config(kind, vocab))
+        model = cls(hf_config(kind, vocab, context))
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim == 1:

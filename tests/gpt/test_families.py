@@ -113,7 +113,7 @@ def test_sharded_bfloat16_directory_loads(tmp_path):
     header = json.loads(open(next((tmp_path / "bf16").glob("*-of-*.safetensors")), "rb").read()[8:][:2000]
                         .split(b"}}")[0] + b"}}")
     assert any(v.get("dtype") == "BF16" for k, v in header.items() if k != "__metadata__")
-    model = gpt.from_pretrained(tmp_path / "bf16", backend=backends.get_backend("torch", dtype="float64"))
+    model = gpt.from_pretrained(tmp_path / "bf16", backend=backends.get_backend("numpy", dtype="float64"))
     ref = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path / "bf16", attn_implementation="sdpa").double()
     assert rel_err(model.B.to_numpy(model(IDS)), hf_logits(ref.eval(), IDS)) <= 1e-8
 
@@ -127,7 +127,7 @@ def test_export_loads_in_transformers_with_the_same_logits(kind, tmp_path):
            "rope_scaling": LLAMA3_SCALING if kind == "llama" else None}
     if kind == "qwen3":
         cfg["head_dim"] = 16
-    model = GPTModel(cfg, backend=backends.get_backend("torch", dtype="float64"), seed=3).eval()
+    model = GPTModel(cfg, backend=backends.get_backend("numpy", dtype="float64"), seed=3).eval()
     export_hf_decoder(model, tmp_path)
     with exact_float64():
         hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa")
