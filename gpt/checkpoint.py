@@ -307,11 +307,12 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     """
     from gpt.corpus import load_tokenizer
     from gpt.model import GPTModel
+    from gpt.pretrained import resolve_hub_name
     from gpt.weights import resolve_gpt2_name
 
     path = Path(path)
-    if not path.exists():
-        path = resolve_gpt2_name(str(path)) or path   # "gpt2", "gpt2-medium", ...: the downloaded directory
+    if not path.exists():   # "gpt2", "gpt2-medium", ..., "qwen3-0.6b": the directory `tinygpt download` wrote
+        path = resolve_gpt2_name(str(path)) or resolve_hub_name(str(path)) or path
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; give a `tinygpt train --out` directory, a "
                                 f"checkpoint, a Hugging Face GPT-2 directory (config.json + model.safetensors), or "

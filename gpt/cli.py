@@ -522,10 +522,10 @@ def cmd_download(args: argparse.Namespace) -> int:
             folder = download_gpt2(size, Path(args.dest) / f"gpt2-{size}" if args.dest else None)
             _say(f"GPT-2 {size} is in {folder}; try: {PROG} generate --checkpoint {folder} --prompt \"Hello\"")
         elif args.what in HUB_MODEL_NAMES:
-            from gpt.pretrained import download_hub_model
+            from gpt.pretrained import download_hub_model, hub_model_dir
 
-            folder = download_hub_model(args.what, (Path(args.dest) if args.dest else cache_dir() / "models") / args.what)
-            _say(f"{args.what} is in {folder}; try: {PROG} chat --checkpoint {folder}")
+            folder = download_hub_model(args.what, Path(args.dest) / args.what if args.dest else hub_model_dir(args.what))
+            _say(f"{args.what} is in {folder}; try: {PROG} chat --checkpoint {args.what if not args.dest else folder}")
         elif args.what == "gpt2-tokenizer":
             from tokenizer.gpt2 import GPT2_FILES
 

@@ -92,6 +92,25 @@ def export_hf(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> list[Pa
     return files
 
 
+def hub_model_dir(name: str) -> Path:
+    """Where `tinygpt download NAME` puts a HUB_MODELS directory: ~/.cache/tinygpt/models/NAME."""
+    from tokenizer.datafiles import cache_dir
+
+    return cache_dir() / "models" / name
+
+
+def resolve_hub_name(name: str) -> Path | None:
+    """The downloaded directory of a HUB_MODELS name ("qwen3-0.6b"), None for other strings; FileNotFoundError
+    naming the download command when it is not downloaded yet."""
+    if name not in HUB_MODELS:
+        return None
+    folder = hub_model_dir(name)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{name} is not downloaded: run `tinygpt download {name}` with network access (it "
+                                f"writes {folder}), or give the path of a Hugging Face directory")
+    return folder
+
+
 def download_hub_model(name: str, dest: str | os.PathLike, fetch: Callable[..., Path] | None = None,
                        progress: bool = True) -> Path:
     """Fetch the public files of a HUB_MODELS entry into `dest` (files already there are kept); returns `dest`."""
@@ -108,4 +127,4 @@ def download_hub_model(name: str, dest: str | os.PathLike, fetch: Callable[..., 
 
 
 __all__ = ["LOADERS", "EXPORTERS", "HUB_MODELS", "from_pretrained", "read_hf_config", "load_pretrained_dir",
-           "export_hf", "download_hub_model"]
+           "export_hf", "hub_model_dir", "resolve_hub_name", "download_hub_model"]

@@ -192,3 +192,18 @@ def test_from_pretrained_on_a_numpy_backend_matches_torch(hf_dir):
         model = gpt.from_pretrained(path, backend=backends.get_backend(name, dtype="float64"))
         got[name] = model.B.to_numpy(model(ids))
     assert rel_err(got["numpy"], got["torch"]) <= 1e-12
+
+
+def test_hub_name_resolves_to_the_downloaded_directory(tmp_path, capsys, monkeypatch):
+    """`--checkpoint qwen3-0.6b` is the directory `download qwen3-0.6b` writes; before that, one line naming it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, "generate", "--checkpoint", "qwen3-0.6b", "--prompt", "hi")
+    folder = tmp_path / ".cache" / "tinygpt" / "models" / "qwen3-0.6b"
+    assert rc == 2 and err == (f"tinygpt: error: qwen3-0.6b is not downloaded: run `tinygpt download qwen3-0.6b` "
+                               f"with network access (it writes {folder}), or give the path of a Hugging Face "
+                               f"directory\n")
+    make_hf_dir("qwen3", folder)
+    capsys.readouterr()
+    rc, out, err = run(capsys, "generate", "--checkpoint", "qwen3-0.6b", "--prompt", "hi")
+    assert rc == 2 and "has no tokenizer.json; a qwen3 directory" in err   # found it: the directory is read
