@@ -1,4 +1,6 @@
-"""The GPT-2 model of the book's chapter 4 (GELU, FeedForward, TransformerBlock, GPTModel) and its configs.
+"""The GPT-2 model of the book's chapter 4 (GELU, FeedForward, TransformerBlock, GPTModel) and its configs; Llama 3
+and Qwen3 are configurations of the same classes (GPTConfig's norm, positions, mlp, n_kv_heads, head_dim, qk_norm
+and bias fields; presets and Hugging Face names in gpt/families.py, RoPE in gpt/rope.py, RMSNorm in gpt/nn.py).
 
 Written once against a backend `B` (DESIGN.md §4): the same classes run on tinytensor (numpy/cupy) and on torch.
 Parameter names are the book's (`trf_blocks.0.att.W_query.weight`, `ff.layers.0.weight`, `norm1.scale`, ...).
@@ -212,6 +214,7 @@ class TransformerBlock(Module):
 
 class GPTModel(Module):
     """GPT-2: token + position embeddings, n_layers TransformerBlocks, a final LayerNorm and the vocabulary head.
+    With `positions="rope"` there is no pos_emb (queries and keys are rotated instead) and `norm` picks the norms.
 
     `backend`: a Backend or its name ("numpy", "torch", "cupy"; float32); None means numpy float32.
     """
