@@ -105,8 +105,9 @@ class MultiHeadAttention(Module):
 
     `proj_std`: the init std of `out_proj.weight` (GPTModel scales it by 1/√(2·n_layers), GPT-2 §2.3).
     `use_sdpa=False` computes attention with the book's explicit mask + softmax + dropout instead of the fused op.
-    `flash=True` uses the backend's memory-efficient tiled attention (`B.F.flash_attention`, the FlashAttention
-    algorithm) when it has one and no cache is involved; torch's sdpa already picks such a kernel itself.
+    `flash=True` uses the backend's memory-efficient tiled attention (`B.flash_attention`, the FlashAttention
+    algorithm) when no cache is involved (and no key/value heads are shared); on torch that is sdpa, which already
+    picks such a kernel itself.
     What Llama 3 and Qwen3 add, each an option that is off for the book's GPT-2:
     `num_kv_heads` < num_heads: grouped-query attention (Ainslie et al. 2023), each key/value head shared by
     num_heads / num_kv_heads query heads (sdpa's `enable_gqa`; the cache stores only the key/value heads);
@@ -134,7 +135,7 @@ class MultiHeadAttention(Module):
         self.B, self.d_out, self.num_heads, self.num_kv_heads = B, d_out, num_heads, num_kv_heads
         self.head_dim = d_out // num_heads if head_dim is None else int(head_dim)
         self.context_length, self.dropout_p, self.use_sdpa = context_length, float(dropout), use_sdpa
-        self.flash = flash
+        self.flash = flash and num_kv_heads == num_heads   # B.flash_attention has no enable_gqa
         q_width, kv_width = num_heads * self.head_dim, num_kv_heads * self.head_dim
         self.W_query = Linear(B, d_in, q_width, bias=qkv_bias, rng=rng)
         self.W_key = Linear(B, d_in, kv_width, bias=qkv_bias, rng=rng)
@@ -189,9 +190,8 @@ class MultiHeadAttention(Module):
         """The fused attention with the mask the cache position needs; (b, nh, t, hd)."""
         p = self.dropout_p if self.training else 0.0
         gqa = {"enable_gqa": True} if self.num_kv_heads != self.num_heads else {}
-        flash = getattr(self.B.F, "flash_attention", None) if self.flash else None  # numpy/cupy only
-        if start == 0 and flash is not None:
-            return flash(queries, keys, values, dropout_p=p, is_causal=True, **gqa)
+        if start == 0 and self.flash:
+            return self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True)
         if start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
             return self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True, **gqa)
         if queries.shape[2] == 1:  # one new query may attend to every cached key: no mask at all

@@ -20,7 +20,8 @@ import backends  # noqa: E402
 import gpt  # noqa: E402
 import tokenizer  # noqa: E402
 from gpt.chat_format import chat_prompt_ids, stop_ids  # noqa: E402
-from gpt.cli import main, write_tokens  # noqa: E402
+from gpt.cli import main  # noqa: E402
+from gpt.cli.common import write_tokens  # noqa: E402
 from hf_tiny import exact_float64, hf_logits, make_hf_dir, rel_err  # noqa: E402
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! "
@@ -133,12 +134,13 @@ def test_train_arch_end_to_end_with_resume_and_export(arch, tmp_path, capsys):
     assert state["model_config"]["arch"] == arch and state["model_config"]["positions"] == "rope"
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "val_loss" in r] == [0, 2, 4]
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 6, "--arch", arch)
-    assert rc == 2 and "drop --arch" in err
+    other = {"llama": "qwen3", "qwen3": "llama"}[arch]
+    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 6, "--arch", other)
+    assert rc == 2 and f"--arch {other} (the run has {arch})" in err
 
     rc, _, err = run(capsys, "convert", "--checkpoint", out, "--to-hf", tmp_path / "hf")
     assert rc == 0, err
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     model, enc, _ = load_model(out, backends.get_backend("numpy", dtype="float64"))
     assert model.cfg.arch == arch and model.cfg.qk_norm == (arch == "qwen3")

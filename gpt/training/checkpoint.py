@@ -305,7 +305,7 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     The model is in eval mode; a Hugging Face directory comes with its tokenizer.json (GPT-2's when a GPT-2
     directory has none) and state {"tokenizer": {"kind": "hf" | "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
     """
-    from gpt.corpus import load_tokenizer
+    from gpt.training.corpus import load_tokenizer
     from gpt.model import GPTModel
     from gpt.pretrained import resolve_hub_name
     from gpt.weights import resolve_gpt2_name
