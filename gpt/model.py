@@ -362,5 +362,5 @@ def _pad_rows(B: Any, param: Any, rows: int) -> Any:
 
 
 __all__ = ["GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIGS", "GPTConfig",
-           "GELU", "FeedForward", "SwiGLUFeedForward", "TransformerBlock", "make_norm", "GPTModel", "LayerNorm", "as_config", "WEIGHT_INITS",
-           "torch_default_init"]
+           "GELU", "FeedForward", "SwiGLUFeedForward", "TransformerBlock", "make_norm", "GPTModel", "LayerNorm",
+           "as_config", "WEIGHT_INITS", "torch_default_init"]

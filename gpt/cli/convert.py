@@ -84,7 +84,8 @@ def cmd_download(args: argparse.Namespace) -> int:
         elif args.what in HUB_MODEL_NAMES:
             from gpt.pretrained import download_hub_model, hub_model_dir
 
-            folder = download_hub_model(args.what, Path(args.dest) / args.what if args.dest else hub_model_dir(args.what))
+            dest = Path(args.dest) / args.what if args.dest else hub_model_dir(args.what)
+            folder = download_hub_model(args.what, dest)
             say(f"{args.what} is in {folder}; try: {PROG} chat --checkpoint {args.what if not args.dest else folder}")
         elif args.what == "gpt2-tokenizer":
             from tokenizer.gpt2 import GPT2_FILES
