@@ -247,12 +247,19 @@ def check_rotary_shapes(x_shape: tuple, cos_shape: tuple, sin_shape: tuple) -> N
                          f"pass tables of shape (t, head_dim) = {x_shape[-2:]} for the t positions of x")
 
 
+def _rotary_args(x: Any, cos: Any, sin: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """x and the tables as tensors of one float dtype, array tables moved to x's device, shapes checked."""
+    xt = x if isinstance(x, Tensor) else Tensor(x)
+    xp = get_array_module(xt.data)
+    x, c, s = _floats(xt, *(t if isinstance(t, Tensor) else xp.asarray(t) for t in (cos, sin)))
+    check_rotary_shapes(x.shape, c.shape, s.shape)
+    return x, c, s
+
+
 def rotary_embedding(x: Tensor, cos: Any, sin: Any) -> Tensor:
     """Rotary position embedding (RoPE), "rotate half" layout: x ⊙ cos + rotate_half(x) ⊙ sin for x (b, h, t, hd)
     and tables (t, hd) (or any shape broadcasting to x) holding the angles of x's positions."""
-    x, c, s = _floats(x, cos, sin)
-    check_rotary_shapes(x.shape, c.shape, s.shape)
-    return Rotary.apply(x, c, s)
+    return Rotary.apply(*_rotary_args(x, cos, sin))
 
 
 # ---------------------------------------------------------------- gelu
@@ -407,7 +414,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 class Attention(Function):
     """Fused scaled-dot-product attention; the forward and the step-by-step backward are in kernels/attention.py."""
 
-    def forward(self, q, k, v, attn_mask, is_causal, scale, keep, p, enable_gqa):
+    def forward(self, q, k, v, attn_mask, is_causal, scale, keep, p, enable_gqa=False):
         out, self.saved = _attn.attention_forward(q, k, v, attn_mask, is_causal, scale, keep, p, enable_gqa)
         return out
 
@@ -479,7 +486,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
 class FlashAttention(Function):
     """Memory-efficient attention (tiled, online softmax, recomputed in backward); kernels/flash_attention.py."""
 
-    def forward(self, q, k, v, is_causal, scale, p, seed, enable_gqa):
+    def forward(self, q, k, v, is_causal, scale, p, seed, enable_gqa=False):
         out, self.saved = _flash.flash_attention_forward(q, k, v, is_causal, scale, p, seed, enable_gqa=enable_gqa)
         return out
 
@@ -616,8 +623,7 @@ def silu_composite(input: Tensor, inplace: bool = False) -> Tensor:
 
 def rotary_embedding_composite(x: Tensor, cos: Any, sin: Any) -> Tensor:
     """rotary_embedding from primitives, as Hugging Face's Llama writes it: x·cos + cat(−x₂, x₁)·sin."""
-    x, c, s = _floats(x, cos, sin)
-    check_rotary_shapes(x.shape, c.shape, s.shape)
+    x, c, s = _rotary_args(x, cos, sin)
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return x * c + cat([-x2, x1], dim=-1) * s

@@ -316,3 +316,19 @@ def test_silu_inplace_and_mixed_dtypes_are_refused():
         F.rms_norm(x32, 4, tt.Tensor(np.ones(4)))
     with pytest.raises(TypeError, match="dtype mismatch"):
         F.rotary_embedding(x32, np.ones((2, 4)), np.ones((2, 4)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,torch_fn,ours_fn,inputs", CASES, ids=NAMES)
+def test_fused_on_cupy_equals_numpy_in_float64(name, torch_fn, ours_fn, inputs):
+    import cupy
+
+    arrays = _make_inputs(inputs, np.float64, seed=5)
+    results = []
+    for xp in (np, cupy):
+        ins = [tt.Tensor(xp.asarray(a), requires_grad=a.dtype.kind == "f") for a in arrays]
+        out = ours_fn(*ins)
+        out.backward(xp.asarray(np.random.default_rng(1).standard_normal(out.shape)))
+        results.append([cupy.asnumpy(out.data)] + [cupy.asnumpy(t.grad.data) for t in ins if t.requires_grad])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12 * np.abs(a).max())
