@@ -122,13 +122,15 @@ TINY = ["--emb-dim", 32, "--n-layers", 1, "--n-heads", 4, "--context-length", 16
         "--seed", 1, "--dtype", "float64"]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3"])
-def test_train_arch_end_to_end_with_resume_and_export(arch, tmp_path, capsys):
+@pytest.mark.parametrize("arch,backend", [("llama", "numpy"), ("qwen3", "numpy"), ("qwen3", "torch")])
+def test_train_arch_end_to_end_with_resume_and_export(arch, backend, tmp_path, capsys):
     data, out = tmp_path / "text.txt", tmp_path / "run"
     data.write_text(TEXT * 3, encoding="utf-8")
-    rc, _, err = run(capsys, "train", "--arch", arch, "--data", data, "--out", out, "--max-steps", 2, *TINY)
+    rc, _, err = run(capsys, "train", "--arch", arch, "--data", data, "--out", out, "--max-steps", 2, *TINY,
+                     "--backend", backend)
     assert rc == 0, err
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 4)
+    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 4, "--backend", backend,
+                     "--dtype", "float64")
     assert rc == 0, err
     state = json.loads(next(out.glob("**/state.json")).read_text())
     assert state["model_config"]["arch"] == arch and state["model_config"]["positions"] == "rope"
@@ -138,7 +140,7 @@ def test_train_arch_end_to_end_with_resume_and_export(arch, tmp_path, capsys):
     rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 6, "--arch", other)
     assert rc == 2 and f"--arch {other} (the run has {arch})" in err
 
-    rc, _, err = run(capsys, "convert", "--checkpoint", out, "--to-hf", tmp_path / "hf")
+    rc, _, err = run(capsys, "convert", "--checkpoint", out, "--to-hf", tmp_path / "hf", "--dtype", "float64")
     assert rc == 0, err
     from gpt.training.checkpoint import load_model
 
