@@ -147,8 +147,9 @@ class MultiHeadAttention(Module):
         self._rope = rope   # shared by every layer; "_": holds no parameters, so not walked
         self.dropout = Dropout(B, dropout)
 
-    def _heads(self, x: Any, start: int) -> tuple[Any, Any, Any]:
-        """Queries (b, nh, t, hd) and keys, values (b, n_kv, t, hd) of the tokens at positions start .. start + t."""
+    def _heads(self, x: Any, positions: Any) -> tuple[Any, Any, Any]:
+        """Queries (b, nh, t, hd) and keys, values (b, n_kv, t, hd) of the tokens at `positions` (the first one,
+        an int, or per-row positions (b, t))."""
         b, t, _ = x.shape
         hd = self.head_dim
         queries = self.W_query(x).reshape(b, t, self.num_heads, hd).transpose(1, 2)   # (b, nh, t, hd)
@@ -157,14 +158,18 @@ class MultiHeadAttention(Module):
         if hasattr(self, "q_norm"):   # Qwen3: normalise each head's q and k, then rotate
             queries, keys = self.q_norm(queries), self.k_norm(keys)
         if self._rope is not None:
-            queries, keys = self._rope(queries, start), self._rope(keys, start)
+            queries, keys = self._rope(queries, positions), self._rope(keys, positions)
         return queries, keys, values
 
     def forward(self, x: Any, cache: Any = None) -> Any:
         """x (b, t, d_in) -> (b, t, d_out); with a LayerKVCache the t tokens follow the `cache.pos` cached ones."""
         b, num_tokens, _ = x.shape
-        start = 0 if cache is None else cache.pos
-        queries, keys, values = self._heads(x, start)
+        start, row_mask = 0, None
+        if cache is not None:
+            # row_mask: only a cache holding rows of different lengths has one (KVCache.set_row_lengths); each
+            # row's new tokens then sit at its own positions (b, t), which RoPE rotates by
+            start, row_mask = cache.pos, getattr(cache, "key_mask", lambda t: None)(num_tokens)
+        queries, keys, values = self._heads(x, start if row_mask is None else cache.parent.positions(num_tokens))
         if cache is not None:
             keys, values = cache.update(keys, values)  # (b, n_kv, start + t, hd) each: all cached tokens
         end = start + num_tokens
@@ -175,8 +180,10 @@ class MultiHeadAttention(Module):
         # bottom-right-aligned causal mask that a cache needs (it equals [:t, :t] when nothing is cached). Built
         # per call: a stored (context_length, context_length) mask per layer would be 1.6 GB at Qwen3's 40960.
         blocked = self.B.tensor(np.arange(end)[None, :] > np.arange(start, end)[:, None])  # (t, start + t)
+        if row_mask is not None:  # per-row lengths (batched serving): each row sees its own keys only
+            blocked = self.B.tensor(~row_mask)  # (b, 1, t, start + t)
         if self.use_sdpa:
-            context = self._sdpa(queries, keys, values, start, blocked)
+            context = self._sdpa(queries, keys, values, start, blocked, row_mask is not None)
         else:
             attn_scores = queries @ keys.transpose(2, 3)  # (b, nh, t, start + t)
             attn_scores = attn_scores.masked_fill(blocked, float("-inf"))
@@ -186,10 +193,13 @@ class MultiHeadAttention(Module):
         context = context.transpose(1, 2).reshape(b, num_tokens, self.num_heads * self.head_dim)  # (b, t, nh · hd)
         return self.out_proj(context)  # (b, t, d_out)
 
-    def _sdpa(self, queries: Any, keys: Any, values: Any, start: int, blocked: Any) -> Any:
-        """The fused attention with the mask the cache position needs; (b, nh, t, hd)."""
+    def _sdpa(self, queries: Any, keys: Any, values: Any, start: int, blocked: Any, per_row: bool) -> Any:
+        """The fused attention with the mask the cache position (or the rows' own lengths) needs; (b, nh, t, hd)."""
         p = self.dropout_p if self.training else 0.0
         gqa = {"enable_gqa": True} if self.num_kv_heads != self.num_heads else {}
+        if per_row:
+            return self.B.F.scaled_dot_product_attention(queries, keys, values, attn_mask=blocked.logical_not(),
+                                                         dropout_p=p, **gqa)
         if start == 0 and self.flash:
             return self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True)
         if start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask

@@ -57,21 +57,31 @@ def rope_tables(head_dim: int, context_length: int, theta: float = 10000.0,
 
 
 class RoPE(Module):
-    """The cos/sin tables of one model as backend constants (not parameters); `rope(x, start)` rotates (b, h, t, hd)
-    queries or keys as the tokens at positions start .. start + t − 1 (start: the KV cache's offset)."""
+    """The cos/sin tables of one model as backend constants (not parameters); `rope(x, positions)` rotates
+    (b, h, t, hd) queries or keys as the tokens at positions start .. start + t − 1 (`positions` an int: the KV
+    cache's offset) or at per-row positions (b, t) (a cache of rows of different lengths)."""
 
     def __init__(self, B: Any, head_dim: int, context_length: int, theta: float = 10000.0,
                  scaling: Mapping[str, Any] | None = None):
         cos, sin = rope_tables(head_dim, context_length, theta, scaling)
         self.B, self.head_dim, self.context_length = B, head_dim, context_length
+        self._tables = (cos, sin)                             # float64 NumPy, for per-row gathers
         self._cos, self._sin = B.tensor(cos), B.tensor(sin)   # "_": not walked, never in state_dict
 
-    def forward(self, x: Any, start: int = 0) -> Any:
+    def forward(self, x: Any, positions: Any = 0) -> Any:
         t = x.shape[2]
-        if start + t > self.context_length:
-            raise ValueError(f"positions up to {start + t} exceed the RoPE tables' context_length="
+        if isinstance(positions, (int, np.integer)):
+            start = int(positions)
+            if start + t > self.context_length:
+                raise ValueError(f"positions up to {start + t} exceed the RoPE tables' context_length="
+                                 f"{self.context_length}")
+            return self.B.rotary_embedding(x, self._cos[start:start + t], self._sin[start:start + t])
+        pos = np.asarray(positions)   # (b, t)
+        if pos.max() >= self.context_length:
+            raise ValueError(f"position {int(pos.max())} exceeds the RoPE tables' context_length="
                              f"{self.context_length}")
-        return self.B.rotary_embedding(x, self._cos[start:start + t], self._sin[start:start + t])
+        cos, sin = (self.B.tensor(table[pos][:, None]) for table in self._tables)   # (b, 1, t, hd)
+        return self.B.rotary_embedding(x, cos, sin)
 
 
 __all__ = ["RoPE", "rope_frequencies", "rope_tables", "LLAMA3_SCALING_KEYS"]

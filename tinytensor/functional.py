@@ -10,7 +10,7 @@ stays float32 and mixing float dtypes raises TypeError.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,9 +91,12 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 class Embedding(Function):
     """out = W[ids];  dW = scatter-add of g into the rows named by ids (a row used twice gets both gradients)."""
 
-    def forward(self, w, ids):
+    def forward(self, w, ids, poison=None):
         self.ids, self.shape = ids, w.shape
-        return w[ids]
+        out = w[ids]
+        if poison is not None:  # out-of-range device ids (see _out_of_range): their rows become NaN
+            get_array_module(w).copyto(out, np.nan, where=poison[..., None])
+        return out
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -113,17 +116,33 @@ class Embedding(Function):
         return (dw,)
 
 
+def _out_of_range(ids: Any, bad: Any, message: Callable[[int], str]) -> Any:
+    """Host (NumPy) ids: IndexError(message(first bad id)) if `bad` has a True, else None. Device (CuPy) ids: the
+    mask `bad` itself, which the op turns into NaN outputs instead of raising, because raising needs a
+    device-to-host sync on every call (the hot loop's) and CuPy's own indexing wraps bad ids around silently."""
+    if get_array_module(ids) is not np:
+        return bad
+    if bad.any():
+        raise IndexError(message(int(ids[bad].ravel()[0])))
+    return None
+
+
 def embedding(input: Any, weight: Tensor) -> Tensor:
-    """torch.nn.functional.embedding: rows of weight (num, d) for integer ids of any shape -> (*ids.shape, d)."""
+    """torch.nn.functional.embedding: rows of weight (num, d) for integer ids of any shape -> (*ids.shape, d).
+
+    Host ids are range-checked (IndexError); ids already on a GPU are not (see _out_of_range): their rows are NaN."""
     (w,) = _floats(weight)
-    ids = get_array_module(w.data).asarray(_int_array(input, "embedding ids"))  # on the weight's device
     if w.ndim != 2:
         raise ValueError(f"embedding weight must be 2-D (num_embeddings, dim), got shape {w.shape}")
-    bad = (ids < 0) | (ids >= w.shape[0])
-    if bad.any():
-        first = int(ids[bad].ravel()[0])
-        raise IndexError(f"token id {first} is out of range for an embedding of {w.shape[0]} rows")
-    return Embedding.apply(w, ids=ids)
+    raw = _int_array(input, "embedding ids")
+    n = w.shape[0]
+    bad = _out_of_range(raw, (raw < 0) | (raw >= n), lambda i: f"token id {i} is out of range for an embedding "
+                                                               f"of {n} rows")
+    xp = get_array_module(w.data)
+    ids = xp.asarray(raw)  # on the weight's device
+    if bad is not None:
+        ids = xp.where(bad, 0, ids)
+    return Embedding.apply(w, ids=ids, poison=bad)
 
 
 # ---------------------------------------------------------------- layer_norm
@@ -332,8 +351,10 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
 class CrossEntropy(Function):
     """Fused log-softmax + NLL of (N, C) logits;  dlogits = (softmax − onehot) · row weight · g."""
 
-    def forward(self, logits, targets, ignore_index, reduction):
+    def forward(self, logits, targets, ignore_index, reduction, poison=None):
         loss, self.saved = _sm.cross_entropy_forward(logits, targets, ignore_index, reduction)
+        if poison is not None:  # out-of-range device targets (see _out_of_range): a NaN loss
+            loss = get_array_module(loss).where(poison if reduction == "none" else poison.any(), np.nan, loss)
         return loss
 
     def backward(self, g):
@@ -341,11 +362,11 @@ class CrossEntropy(Function):
 
 
 def _ce_rows(input: Any, target: Any, ignore_index: int):
-    """(logits as (M, C), targets as (M,), output shape for reduction="none") for torch's accepted layouts:
-    (C,) with a 0-d target, (N, C) with (N,), and (N, C, d1, ...) with (N, d1, ...)."""
+    """(logits as (M, C), targets as (M,) on the logits' device, output shape for reduction="none", the (M,) mask
+    of out-of-range device targets or None) for torch's accepted layouts: (C,) with a 0-d target, (N, C) with
+    (N,), and (N, C, d1, ...) with (N, d1, ...)."""
     (x,) = _floats(input)
     t = _int_array(target, "cross_entropy targets (class ids; class-probability targets are not supported)")
-    t = get_array_module(x.data).asarray(t)  # on the logits' device
     if x.ndim == 1:
         expect, logits = (), x.reshape(1, x.shape[0])  # (1, C)
     elif x.ndim == 2:
@@ -358,11 +379,15 @@ def _ce_rows(input: Any, target: Any, ignore_index: int):
         raise ValueError(f"cross_entropy: input of shape {x.shape} needs targets of shape {expect}, "
                          f"got {tuple(t.shape)}")
     c = logits.shape[1]
-    bad = (t != ignore_index) & ((t < 0) | (t >= c))
-    if bad.any():
-        raise IndexError(f"Target {int(t[bad].ravel()[0])} is out of bounds for {c} classes "
-                         f"(ids must lie in [0, {c}) or equal ignore_index={ignore_index})")
-    return logits, t.reshape(-1), expect
+    bad = _out_of_range(t, (t != ignore_index) & ((t < 0) | (t >= c)),
+                        lambda i: f"Target {i} is out of bounds for {c} classes (ids must lie in [0, {c}) or "
+                                  f"equal ignore_index={ignore_index})")
+    xp = get_array_module(x.data)
+    t = xp.asarray(t).reshape(-1)  # on the logits' device
+    if bad is not None:
+        bad = bad.reshape(-1)
+        t = xp.where(bad, 0, t)
+    return logits, t, expect, bad
 
 
 def _check_ce_args(weight, reduction, label_smoothing) -> None:
@@ -374,10 +399,13 @@ def _check_ce_args(weight, reduction, label_smoothing) -> None:
 
 def cross_entropy(input: Tensor, target: Any, weight=None, *, ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0) -> Tensor:
-    """torch.nn.functional.cross_entropy for integer class targets (fused softmax + NLL, ignore_index rows dropped)."""
+    """torch.nn.functional.cross_entropy for integer class targets (fused softmax + NLL, ignore_index rows dropped).
+
+    Host targets are range-checked (IndexError); out-of-range targets already on a GPU give a NaN loss instead
+    (see _out_of_range)."""
     _check_ce_args(weight, reduction, label_smoothing)
-    logits, t, shape = _ce_rows(input, target, ignore_index)
-    loss = CrossEntropy.apply(logits, targets=t, ignore_index=ignore_index, reduction=reduction)
+    logits, t, shape, bad = _ce_rows(input, target, ignore_index)
+    loss = CrossEntropy.apply(logits, targets=t, ignore_index=ignore_index, reduction=reduction, poison=bad)
     return loss.reshape(shape) if reduction == "none" else loss
 
 
@@ -555,18 +583,20 @@ def cross_entropy_composite(input: Tensor, target: Any, weight=None, *, ignore_i
                             reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """cross_entropy from primitives: −log_softmax picked at the targets, ignored rows masked out, then reduced."""
     _check_ce_args(weight, reduction, label_smoothing)
-    logits, t, shape = _ce_rows(input, target, ignore_index)
+    logits, t, shape, bad = _ce_rows(input, target, ignore_index)
     xp = get_array_module(t)
     keep = t != ignore_index
     logp = log_softmax_composite(logits, -1)
     picked = logp[xp.arange(t.shape[0]), xp.where(keep, t, 0)]  # (M,) log-probability of each target
     losses = -picked * Tensor(keep.astype(logits.dtype))
+    if bad is not None:
+        losses = losses + Tensor(xp.where(bad, np.nan, 0).astype(logits.dtype))
     if reduction == "none":
         return losses.reshape(shape)
     if reduction == "sum":
         return losses.sum()
-    n_kept = int(keep.sum())
-    return losses.sum() * (1.0 / n_kept if n_kept else float("nan"))
+    n_kept = keep.sum(dtype=logits.dtype)  # stays on the device: 1/n, or nan (torch's 0/0) when every row is ignored
+    return losses.sum() * Tensor(xp.where(n_kept > 0, 1 / xp.maximum(n_kept, 1), np.nan).astype(logits.dtype))
 
 
 def repeat_heads_composite(x: Tensor, groups: int) -> Tensor:

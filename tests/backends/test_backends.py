@@ -8,7 +8,23 @@ import pytest
 import backends
 from backends.base import Backend
 
-AVAILABLE = ["numpy", "torch"]
+AVAILABLE = ["numpy", "torch", "cupy"]   # cupy: the CPU stand-in (tests/fakecupy) unless a real GPU is here
+
+
+@pytest.fixture
+def cupy_ready(request):
+    """get_backend("cupy") works: a real CuPy with a GPU when there is one, else the strict CPU stand-in."""
+    if not _has_real_cupy():
+        request.getfixturevalue("fake_cupy")
+
+
+def _has_real_cupy() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
 
 
 def _public_methods(cls):
@@ -38,7 +54,7 @@ def test_every_backend_implements_the_interface_with_the_same_signatures(cls):
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_instances_expose_the_design_contract(name):
+def test_instances_expose_the_design_contract(name, cupy_ready):
     B = backends.get_backend(name, dtype="float64")
     for attr in ("tensor", "to_numpy", "F", "AdamW", "no_grad", "manual_seed", "clip_grad_norm", "autocast", "module"):
         assert hasattr(B, attr), attr
@@ -86,7 +102,7 @@ def test_rotary_embedding_bad_tables_raise_the_same_error(name):
 
 @pytest.mark.parametrize("name", AVAILABLE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_tensor_dtypes_and_round_trip(name, dtype):
+def test_tensor_dtypes_and_round_trip(name, dtype, cupy_ready):
     B = backends.get_backend(name, dtype=dtype)
     a = np.arange(6, dtype=np.float64).reshape(2, 3)
     t = B.tensor(a)
@@ -100,7 +116,7 @@ def test_tensor_dtypes_and_round_trip(name, dtype):
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_parameters_are_native_and_assignable(name):
+def test_parameters_are_native_and_assignable(name, cupy_ready):
     B = backends.get_backend(name, dtype="float64")
     p = B.parameter(np.ones((2, 2)))
     assert B.is_parameter(p) and not B.is_parameter(B.tensor(np.ones(2)))
@@ -112,7 +128,7 @@ def test_parameters_are_native_and_assignable(name):
     assert B.is_parameter(frozen) and not frozen.requires_grad
 
 
-def test_same_seed_same_arrays_on_every_backend():
+def test_same_seed_same_arrays_on_every_backend(cupy_ready):
     draws = []
     for name in AVAILABLE:
         B = backends.get_backend(name, dtype="float64")
@@ -162,7 +178,7 @@ def test_torch_cuda_without_a_device_is_clear():
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_no_grad_and_clip_and_adamw_through_the_interface(name):
+def test_no_grad_and_clip_and_adamw_through_the_interface(name, cupy_ready):
     B = backends.get_backend(name, dtype="float64")
     p = B.parameter(np.array([3.0, 4.0]))
     with B.no_grad():

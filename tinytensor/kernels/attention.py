@@ -97,11 +97,11 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
         xp.copyto(scores, -xp.inf, where=~allowed)  # mask fill in place
     # stable softmax in place; a fully-masked row has max −inf: shift it by 0 instead so it stays all zeros
     m = scores.max(axis=-1, keepdims=True)
-    m[m == -xp.inf] = 0
+    xp.copyto(m, 0, where=m == -xp.inf)  # not m[mask] = 0: boolean-mask assignment syncs with the host on CuPy
     scores -= m
     xp.exp(scores, out=scores)
     denom = scores.sum(axis=-1, keepdims=True)
-    denom[denom == 0] = 1  # fully-masked rows: 0/1 = 0 rather than 0/0
+    xp.copyto(denom, 1, where=denom == 0)  # fully-masked rows: 0/1 = 0 rather than 0/0
     scores /= denom
     probs = scores  # P, (..., Tq, Tk)
     pd = probs
