@@ -164,3 +164,19 @@ def test_hub_style_config_rope_scaling_and_theta(tmp_path):
     model = gpt.from_pretrained(tmp_path, backend=backends.get_backend("torch", dtype="float64"))
     assert model.cfg.rope_scaling == LLAMA3_SCALING
     assert rel_err(model.B.to_numpy(model(IDS)), hf_logits(hf, IDS)) <= 1e-8
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_rows_of_different_lengths_in_one_cache_rotate_at_their_own_positions(family, backend):
+    """Batched serving's cache (set_row_lengths): each row's new tokens get RoPE at its own positions and see only
+    its own keys, so the logits equal each sequence's own uncached forward."""
+    _, path, _ = family
+    model = gpt.from_pretrained(path, backend=backends.get_backend(backend, dtype="float64"))
+    a, b = IDS[0, :7], IDS[1, :4]
+    cache = model.new_kv_cache(2, max_len=16)
+    model(np.stack([a[:5], np.concatenate([b[:3], [0, 0]])]), cache=cache)   # row 1: 3 real tokens, 2 junk
+    cache.set_row_lengths([5, 3])
+    got = model.B.to_numpy(model(np.stack([a[5:7], [b[3], 7]]), cache=cache))   # (2, 2, vocab)
+    want_a = model.B.to_numpy(model(a[None, :7]))[0, 5:7]
+    want_b = model.B.to_numpy(model(np.concatenate([b, [7]])[None]))[0, 3:5]
+    assert rel_err(got[0], want_a) <= 1e-12 and rel_err(got[1], want_b) <= 1e-12
