@@ -106,3 +106,21 @@ def check_raises(torch_fn: Callable[..., Any], ours_fn: Callable[..., Any], shap
     if match is not None:
         assert match in str(o_err), f"message {str(o_err)!r} does not contain {match!r}"
     return o_err
+
+
+def fused_and_composite(fused: Callable, composite: Callable, arrays: Sequence[np.ndarray], seed: int = 0
+                        ) -> list[list[np.ndarray]]:
+    """Outputs and input gradients of a fused op and its composite twin for the same inputs, random upstream
+    gradient and RNG seed (dropout masks): [[out, *grads] of fused, [out, *grads] of composite]."""
+    from tinytensor.random import manual_seed
+
+    dout, results = None, []
+    for fn in (fused, composite):
+        ins = [tt.Tensor(a.copy(), requires_grad=True) for a in arrays]
+        manual_seed(seed)
+        out = fn(*ins)
+        if dout is None:
+            dout = np.random.default_rng(1).standard_normal(out.shape)
+        (out * tt.Tensor(dout)).sum().backward()
+        results.append([out.numpy()] + [t.grad.numpy() for t in ins])
+    return results

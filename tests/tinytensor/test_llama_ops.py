@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from opcheck import _make_inputs, check_op, check_raises
+from opcheck import _make_inputs, check_op, check_raises, fused_and_composite
 
 import tinytensor as tt
 import tinytensor.functional as F
@@ -128,19 +128,6 @@ def test_fused_finite_differences(name, torch_fn, ours_fn, inputs):
     gradcheck(ours_fn, [tt.Tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays])
 
 
-def _fused_and_composite(fused, composite, arrays, seed=0):
-    """Outputs and input gradients of both paths for the same inputs, upstream gradient and RNG seed."""
-    dout, results = None, []
-    for fn in (fused, composite):
-        ins = [tt.Tensor(a.copy(), requires_grad=True) for a in arrays]
-        manual_seed(seed)
-        out = fn(*ins)
-        if dout is None:
-            dout = np.random.default_rng(1).standard_normal(out.shape)
-        (out * tt.Tensor(dout)).sum().backward()
-        results.append([out.numpy()] + [t.grad.numpy() for t in ins])
-    return results
-
 
 FUSED_COMPOSITE = [
     ("rms_norm", lambda x, w: F.rms_norm(x, 6, w), lambda x, w: F.rms_norm_composite(x, 6, w), [(3, 4, 6), (6,)]),
@@ -159,7 +146,7 @@ FUSED_COMPOSITE = [
 @pytest.mark.parametrize("name,fused,composite,inputs", FUSED_COMPOSITE, ids=[c[0] for c in FUSED_COMPOSITE])
 def test_fused_equals_composite(name, fused, composite, inputs):
     arrays = _make_inputs(inputs, np.float64, seed=11)
-    for a, b in zip(*_fused_and_composite(fused, composite, arrays)):
+    for a, b in zip(*fused_and_composite(fused, composite, arrays)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-13 * np.abs(b).max())
 
 
@@ -168,7 +155,7 @@ def test_gqa_equals_attention_over_repeated_kv_heads_with_dropout():
     included; the repeated heads' gradients, summed per group, are K's and V's."""
     q, k, v = _make_inputs([Q6, KV2, KV3], np.float64, seed=3)
     for fn in (F.scaled_dot_product_attention, F.flash_attention):
-        a, b = _fused_and_composite(
+        a, b = fused_and_composite(
             lambda q_, k_, v_: fn(q_, k_, v_, is_causal=True, dropout_p=0.3, enable_gqa=True),
             lambda q_, k_, v_: fn(q_, F.repeat_heads_composite(k_, 3), F.repeat_heads_composite(v_, 2),
                                   is_causal=True, dropout_p=0.3), [q, k, v], seed=9)

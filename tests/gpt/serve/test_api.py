@@ -225,14 +225,15 @@ def test_full_queue_answers_503_and_the_held_requests_then_finish(tiny_checkpoin
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_row(tiny_checkpoint):
-    s = start_server(tiny_checkpoint, "--max-batch", "2", delay=0.02)
+    # 400 steps of at least 50 ms: 20 s of generation, so even a loaded machine sees the hang-up mid-stream
+    s = start_server(tiny_checkpoint, "--max-batch", "2", delay=0.05)
     try:
-        conn, r = sse_stream(s, {"model": "tiny", "prompt": "hi", "max_tokens": 200, "temperature": 0})
+        conn, r = sse_stream(s, {"model": "tiny", "prompt": "hi", "max_tokens": 400, "temperature": 0})
         assert r.readline().startswith(b"data: ")   # the first chunk has arrived: the request is running
         assert s.served.engine.stats()["running"] == 1
         r.close()
         conn.close()
-        for _ in range(500):                             # bounded: 10 s, far less than 200 tokens' 4 s
+        for _ in range(500):                             # bounded: 10 s, half of 400 tokens' 20 s
             stats = s.served.engine.stats()
             if stats["running"] == 0:
                 break
