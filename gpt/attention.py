@@ -175,39 +175,42 @@ class MultiHeadAttention(Module):
         end = start + num_tokens
         if end > self.context_length:
             raise ValueError(f"positions up to {end} exceed context_length={self.context_length}")
-        # Rows start..end of the book's (context_length, context_length) mask, restricted to the end keys present:
-        # query i (absolute position start + i) is blocked from key j exactly when j > start + i, the
-        # bottom-right-aligned causal mask that a cache needs (it equals [:t, :t] when nothing is cached). Built
-        # per call: a stored (context_length, context_length) mask per layer would be 1.6 GB at Qwen3's 40960.
-        blocked = self.B.tensor(np.arange(end)[None, :] > np.arange(start, end)[:, None])  # (t, start + t)
-        if row_mask is not None:  # per-row lengths (batched serving): each row sees its own keys only
-            blocked = self.B.tensor(~row_mask)  # (b, 1, t, start + t)
         if self.use_sdpa:
-            context = self._sdpa(queries, keys, values, start, blocked, row_mask is not None)
+            context = self._sdpa(queries, keys, values, start, row_mask)
         else:
             attn_scores = queries @ keys.transpose(2, 3)  # (b, nh, t, start + t)
-            attn_scores = attn_scores.masked_fill(blocked, float("-inf"))
+            attn_scores = attn_scores.masked_fill(self._blocked(start, end, row_mask), float("-inf"))
             attn_weights = self.B.F.softmax(attn_scores / self.head_dim ** 0.5, dim=-1)
             attn_weights = self.dropout(attn_weights)
             context = attn_weights @ values  # (b, nh, t, hd)
         context = context.transpose(1, 2).reshape(b, num_tokens, self.num_heads * self.head_dim)  # (b, t, nh · hd)
         return self.out_proj(context)  # (b, t, d_out)
 
-    def _sdpa(self, queries: Any, keys: Any, values: Any, start: int, blocked: Any, per_row: bool) -> Any:
+    def _blocked(self, start: int, end: int, row_mask: Any) -> Any:
+        """True where a query may not see a key, built only on the paths that need it (on a GPU, an upload).
+
+        Rows start..end of the book's (context_length, context_length) mask, restricted to the end keys present:
+        query i (absolute position start + i) is blocked from key j exactly when j > start + i, the
+        bottom-right-aligned causal mask that a cache needs (it equals [:t, :t] when nothing is cached). Not stored
+        per layer: at Qwen3's context of 40960 that would be 1.6 GB each. With per-row lengths (batched serving)
+        each row sees its own keys only."""
+        if row_mask is not None:
+            return self.B.tensor(~row_mask)                                              # (b, 1, t, start + t)
+        return self.B.tensor(np.arange(end)[None, :] > np.arange(start, end)[:, None])  # (t, start + t)
+
+    def _sdpa(self, queries: Any, keys: Any, values: Any, start: int, row_mask: Any) -> Any:
         """The fused attention with the mask the cache position (or the rows' own lengths) needs; (b, nh, t, hd)."""
         p = self.dropout_p if self.training else 0.0
         gqa = {"enable_gqa": True} if self.num_kv_heads != self.num_heads else {}
-        if per_row:
-            return self.B.F.scaled_dot_product_attention(queries, keys, values, attn_mask=blocked.logical_not(),
-                                                         dropout_p=p, **gqa)
-        if start == 0 and self.flash:
+        t = queries.shape[2]
+        if row_mask is None and start == 0 and self.flash:
             return self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True)
-        if start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
+        if row_mask is None and start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
             return self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True, **gqa)
-        if queries.shape[2] == 1:  # one new query may attend to every cached key: no mask at all
+        if row_mask is None and t == 1:  # one new query may attend to every cached key: no mask at all
             return self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, **gqa)
-        return self.B.F.scaled_dot_product_attention(queries, keys, values, attn_mask=blocked.logical_not(),
-                                                     dropout_p=p, **gqa)
+        allowed = self._blocked(start, start + t, row_mask).logical_not()
+        return self.B.F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=p, **gqa)
 
 
 __all__ = ["SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper",
