@@ -163,6 +163,24 @@ class NullGradScaler:
         return {}
 
 
+def any_to_numpy(x: Any) -> np.ndarray:
+    """A NumPy array from a NumPy array, a tinytensor tensor, a torch tensor (bfloat16 -> float32) or a CuPy array,
+    whichever backend made it (checkpoints and cross-backend copies go through NumPy)."""
+    if isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__
+    if module.startswith("torch"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            x = x.float()
+        return x.numpy()
+    if module.startswith("cupy"):
+        return x.get()
+    if hasattr(x, "numpy"):  # tinytensor.Tensor (on NumPy or CuPy)
+        return np.asarray(x.numpy())
+    return np.asarray(x)
+
+
 def check_dtype(dtype: str, allowed: Sequence[str], backend: str) -> str:
     """Normalise a dtype name and refuse the ones this backend cannot compute in, naming the choices."""
     name = str(dtype).replace("torch.", "")

@@ -1,4 +1,5 @@
-"""tinygpt's tokenizers: the book's simple ones, byte-level BPE (trainable), and GPT-2's encoding.
+"""tinygpt's tokenizers: the book's simple ones, byte-level BPE (trainable), GPT-2's encoding, Hugging Face
+tokenizer.json files (read and written) and BERT's WordPiece (read and trained).
 
 Pure Python + `regex`; knows nothing of tensors. Layout, one idea per file:
   simple.py      SimpleTokenizerV1/V2 and build_vocab (Raschka, ch. 2)
@@ -9,6 +10,8 @@ Pure Python + `regex`; knows nothing of tensors. Layout, one idea per file:
   hf_bpe.py      HFByteLevelBPE: a Hugging Face byte-level BPE tokenizer.json (GPT-2, Llama 3, Qwen2/3)
   hf_export.py   save_hf_tokenizer: our BPE tokenizers written as tokenizer.json;  added.py  added tokens
   pretrained.py  from_pretrained(path): tokenizer.json or vocab.txt (WordPiece, wordpiece.py)
+  wordpiece.py   WordPiece: BERT's tokenizer;  wordpiece_training.py  train_wordpiece, save_wordpiece (vocab.txt)
+  hf_tables.py   the Unicode classes of Hugging Face's library (generated);  hf_config.py  tokenizer_config.json
   datafiles.py   finding/downloading data files;  cli.py  `tokenizer train|encode|decode`
 """
 from .basic import ByteLevelBPE
@@ -20,6 +23,8 @@ from .hf_export import save_hf_tokenizer
 from .patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN
 from .pretrained import from_pretrained
 from .simple import SimpleTokenizerV1, SimpleTokenizerV2, UnknownTokenError, build_vocab
+from .wordpiece import WordPiece
+from .wordpiece_training import save_wordpiece, train_wordpiece
 
 __all__ = [
     "BPETokenizer",
@@ -33,6 +38,7 @@ __all__ = [
     "SimpleTokenizerV1",
     "SimpleTokenizerV2",
     "UnknownTokenError",
+    "WordPiece",
     "build_vocab",
     "bytes_to_unicode",
     "download_file",
@@ -40,4 +46,6 @@ __all__ = [
     "from_pretrained",
     "get_encoding",
     "save_hf_tokenizer",
+    "save_wordpiece",
+    "train_wordpiece",
 ]

@@ -1,4 +1,4 @@
-"""Hugging Face byte-level BPE tokenizers (tokenizer.json of GPT-2, Llama 3, Qwen2/3) run by our own encoder.
+r"""Hugging Face byte-level BPE tokenizers (tokenizer.json of GPT-2, Llama 3, Qwen2/3) run by our own encoder.
 
 Reads the `tokenizers` library's serialized format (docs: huggingface.co/docs/tokenizers, "The tokenization
 pipeline": normalizer -> pre-tokenizer -> model -> decoder, with added tokens cut out first, see added.py) and
@@ -7,6 +7,9 @@ symbol per byte (ByteLevel maps the 256 bytes to visible characters, gpt2.bytes_
 the adjacent pair with the lowest *rank* (its line in `merges`), leftmost first on ties. The rank, not the merged
 token's id, orders the merges: in these files the two need not agree (unlike bpe.py's, where id = 256 + rank).
 `ignore_merges` (Llama 3) maps a pre-token that is itself in the vocabulary straight to its id.
+Unicode classes are the library's own (hf_tables.py): its Oniguruma regexes know fewer letters, numbers and marks
+than the `regex` module, so \p{L}, \p{N}, \p{M} are spelled out (onig_pattern), and its NFC/NFD lack some
+combining classes, so those characters are left where they stand (normalize).
 Supported: normalizer null | NFC | NFD | NFKC | NFKD | Sequence of them; pre-tokenizer ByteLevel, or a Sequence of
 Split steps (Isolated or Removed) ending in ByteLevel; model BPE; decoder ByteLevel. Anything else: ValueError.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import regex
 
+from . import hf_tables
 from .added import AddedToken, SpecialPolicy, allowed_set, split_on
 from .gpt2 import bytes_to_unicode
 from .patterns import GPT2_SPLIT_PATTERN
@@ -207,8 +211,12 @@ class HFByteLevelBPE:
             out.append(data)
         return b"".join(out)
 
-    def decode(self, ids: Sequence[int], errors: str = "replace") -> str:
-        """Text of the token ids; bytes that are not valid UTF-8 become U+FFFD (as HF's ByteLevel decoder)."""
+    def decode(self, ids: Sequence[int], errors: str = "replace", skip_special_tokens: bool = False) -> str:
+        """Text of the token ids; bytes that are not valid UTF-8 become U+FFFD (as HF's ByteLevel decoder).
+        skip_special_tokens leaves out the special tokens (HF's option; its Python default is True, ours False)."""
+        if skip_special_tokens:
+            special = set(self.special_tokens.values())
+            ids = [i for i in ids if i not in special]
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def __repr__(self) -> str:
@@ -277,12 +285,62 @@ def _parse_model(model: dict, source: str) -> dict:
     )
 
 
+def _class_body(ranges: tuple[tuple[int, int], ...]) -> str:
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" if a != b else f"\\U{a:08x}" for a, b in ranges)
+
+
+ONIG_CLASSES = {"L": _class_body(hf_tables.ONIG_LETTER), "N": _class_body(hf_tables.ONIG_NUMBER),
+                "M": _class_body(hf_tables.ONIG_MARK)}
+_UNKNOWN = regex.compile(f"([{_class_body(hf_tables.NORMALIZATION_UNKNOWN)}])")  # splits only where one occurs
+
+
+def _chars(ranges: tuple[tuple[int, int], ...]) -> frozenset[str]:
+    return frozenset(chr(cp) for a, b in ranges for cp in range(a, b + 1))
+
+
+# A set-membership scan in C is ~10x faster than a regex search over a long character class.
+UNKNOWN_CHARS, REGEX_DIFFERS = _chars(hf_tables.NORMALIZATION_UNKNOWN), _chars(hf_tables.REGEX_MODULE_DIFFERS)
+
+
+def onig_pattern(pattern: str) -> str:
+    """`pattern` with \\p{L}, \\p{N} and \\p{M} replaced by the code points the library's regexes give them,
+    inside a character class as ranges and outside as a class of its own."""
+    out, depth, i = [], 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            prop = pattern[i + 3] if pattern.startswith("\\p{", i) and pattern[i + 4 : i + 5] == "}" else None
+            if prop in ONIG_CLASSES:
+                out.append(ONIG_CLASSES[prop] if depth else f"[{ONIG_CLASSES[prop]}]")
+                i += 5
+                continue
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def normalize(form: str, text: str) -> str:
+    """unicodedata.normalize, leaving the characters the library's tables lack (hf_tables.NORMALIZATION_UNKNOWN)
+    as the inert starters it takes them for: the text between them is normalized piece by piece."""
+    if UNKNOWN_CHARS.isdisjoint(text):
+        return unicodedata.normalize(form, text)
+    parts = _UNKNOWN.split(text)  # the unknown characters at odd positions
+    return "".join(part if k % 2 else unicodedata.normalize(form, part) for k, part in enumerate(parts))
+
+
 def _parse_normalizer(spec: dict | None, source: str) -> Callable[[str], str] | None:
     if spec is None:
         return None
     kind = spec.get("type")
     if kind in NORMALIZERS:
-        return lambda text: unicodedata.normalize(kind, text)
+        return lambda text: normalize(kind, text)
     if kind == "Sequence":
         steps = [f for f in (_parse_normalizer(s, source) for s in spec.get("normalizers", [])) if f]
 
@@ -332,18 +390,41 @@ def _split_step(spec: dict, source: str) -> Callable[[str], list[str]]:
     if behavior not in ("Isolated", "Removed"):
         raise ValueError(f"{source}: Split behavior {behavior!r} is not supported (tinygpt has Isolated, Removed)")
     try:
-        return _splitter(regex.compile(source_regex), keep_matches=behavior == "Isolated" or invert,
+        return _splitter(source_regex, keep_matches=behavior == "Isolated" or invert,
                          keep_gaps=behavior == "Isolated" or not invert)
     except regex.error as e:
         raise ValueError(f"{source}: Split regex {source_regex!r} does not compile ({e})") from None
 
 
-def _splitter(pattern: regex.Pattern, keep_matches: bool, keep_gaps: bool) -> Callable[[str], list[str]]:
-    """Cut text at the pattern's matches, keeping the matches and/or the gaps between them, non-empty, in order."""
+def _splitter(source: str, keep_matches: bool, keep_gaps: bool) -> Callable[[str], list[str]]:
+    """Cut text at the regex's matches, keeping the matches and/or the gaps between them, non-empty, in order.
+
+    The regex runs with the `regex` module's Unicode classes unless the text holds a character where those differ
+    from the library's; then with onig_pattern's spelled-out classes (exact, but ~15x slower)."""
+    fast = _split_fn(regex.compile(source), keep_matches, keep_gaps)
+    if onig_pattern(source) == source:
+        return fast
+    exact = _split_fn(regex.compile(onig_pattern(source)), keep_matches, keep_gaps)
+
+    def split(text: str) -> list[str]:
+        return fast(text) if REGEX_DIFFERS.isdisjoint(text) else exact(text)
+
+    return split
+
+
+def _split_fn(pattern: regex.Pattern, keep_matches: bool, keep_gaps: bool) -> Callable[[str], list[str]]:
     wrapped = regex.compile(f"({pattern.pattern})")
     if wrapped.groups == 1:  # split() in C: gaps at even positions, matches at odd ones
         start, step = (0, 1) if keep_matches and keep_gaps else ((1, 2) if keep_matches else (0, 2))
-        return lambda text: [p for p in wrapped.split(text)[start::step] if p]
+        if start or step == 2:
+            return lambda text: [p for p in wrapped.split(text)[start::step] if p]
+        findall = pattern.findall
+
+        def isolated(text: str) -> list[str]:
+            pieces = findall(text)  # the usual case: the matches cover the text (no gaps), as GPT-2's pattern does
+            return pieces if sum(map(len, pieces)) == len(text) else [p for p in wrapped.split(text) if p]
+
+        return isolated
 
     def split(text: str) -> list[str]:  # the pattern has groups of its own: walk the matches
         out, pos = [], 0
@@ -362,7 +443,7 @@ def _byte_level_step(spec: dict) -> Callable[[str], list[str]] | None:
     prefix, use_regex = bool(spec.get("add_prefix_space")), spec.get("use_regex", True)
     if not prefix and not use_regex:
         return None
-    split = _splitter(regex.compile(BYTE_LEVEL_PATTERN), True, True) if use_regex else None
+    split = _splitter(BYTE_LEVEL_PATTERN, True, True) if use_regex else None
 
     def step(piece: str) -> list[str]:
         if prefix and not piece.startswith(" "):

@@ -5,6 +5,9 @@ byte-to-unicode characters (gpt2.bytes_to_unicode), merge k on line k, special t
 as ours does because the library merges the lowest-ranked pair first and our merge k makes id 256 + k, so rank
 order is id order (bpe.py); GPT-2's pattern becomes ByteLevel(use_regex) as in OpenAI's GPT-2 file, any other a
 Split that keeps only the regex's matches (what `findall` keeps), then ByteLevel.
+One limit: the library's regex engine (Oniguruma) knows fewer letters, numbers and marks than the `regex` module
+ours runs on (17,559 code points, mostly recent scripts: hf_tables.REGEX_MODULE_DIFFERS); a text holding one may be
+split, and so encoded, differently there. Our reader (hf_bpe.py) follows the library on those too.
 """
 from __future__ import annotations
 

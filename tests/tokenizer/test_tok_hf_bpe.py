@@ -17,12 +17,17 @@ from hypothesis import strategies as st
 
 import tokenizer
 from tokenizer import BPETokenizer, HFByteLevelBPE, get_encoding, save_hf_tokenizer
+from tokenizer.hf_bpe import REGEX_DIFFERS
 
 tokenizers = pytest.importorskip("tokenizers")
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
 QWEN2_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+# Characters where the library's Unicode data differs from Python's / the regex module's (hf_tables.py): letters,
+# numbers and marks its regexes do not know, combining classes and a composition its NFC lacks.
+UNICODE_VERSION_CASES = ["a\u0558b", " \u0558", "x\U00011de0", "1\U00011de1", "a\u05c8", "a\u0323\U00016ff0\u0308",
+                         "\u0323\U00016ff0", "\U00011935\U00011930", "e\u0301\u0898\u0316", "\U00011938"]
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
 CORPUS = "\n".join(pydoc_data.topics.topics.values())
@@ -33,16 +38,17 @@ PIECES = st.sampled_from([
     "\n", "\n\n", " \n ", "\t", "\r\n", "  \n", "0", "1234567", " 89", "😀", "👨‍👩‍👧", "漢字", " 日本語", "한국어",
     "e\u0301", "a\u0308\u0323", "\u212b", "\u1e9b\u0323", "\u200d", "\xa0", "\u3000", "Hello", " world", "über",
     "—", "...", "?!", "\x00", "ﬁ", "Ω", "ß", "def", " return", "self.",
+    *UNICODE_VERSION_CASES,
 ])
 MIXED_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=30).map("".join)
 
 
-def hf_train(path, pattern, specials, normalizer=None, vocab_size=1200, ignore_merges=False):
+def hf_train(path, pattern, specials, normalizer=None, vocab_size=1200, ignore_merges=False, pre_tokenizer=None):
     """A tokenizer.json trained by `tokenizers` (Split(pattern) + ByteLevel, as Llama 3's and Qwen2's files)."""
     tok = tokenizers.Tokenizer(models.BPE(ignore_merges=ignore_merges))
     if normalizer is not None:
         tok.normalizer = normalizer
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
+    tok.pre_tokenizer = pre_tokenizer or pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
@@ -71,10 +77,19 @@ def llama_file(tmp_path_factory):
     return hf_train(path, LLAMA3_PATTERN, LLAMA_SPECIALS, ignore_merges=True)
 
 
-@pytest.fixture(scope="module", params=["qwen", "llama"])
-def pair(request, qwen_file, llama_file):
+@pytest.fixture(scope="module")
+def prefix_file(tmp_path_factory):
+    """RoBERTa-style: ByteLevel with add_prefix_space and its own GPT-2 regex, after a literal Split that removes "-"."""
+    path = tmp_path_factory.mktemp("prefix") / "tokenizer.json"
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Split("-", behavior="removed"),
+                                   pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)])
+    return hf_train(path, None, ["<s>", "</s>"], vocab_size=800, pre_tokenizer=pre)
+
+
+@pytest.fixture(scope="module", params=["qwen", "llama", "prefix"])
+def pair(request, qwen_file, llama_file, prefix_file):
     """(ours, reference) for each trained file."""
-    path = qwen_file if request.param == "qwen" else llama_file
+    path = {"qwen": qwen_file, "llama": llama_file, "prefix": prefix_file}[request.param]
     return tokenizer.from_pretrained(path), tokenizers.Tokenizer.from_file(str(path))
 
 
@@ -124,9 +139,20 @@ def test_specials_as_text_equal_encode_special_tokens(pair, text):
 def test_decode_round_trips(pair, text):
     ours, ref = pair
     ids = ours.encode(text)
+    if "prefix" in ours.name:  # a space before each piece, and "-" removed: what the library decodes too
+        assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=False)
+        return
     assert ours.decode(ids) == ours.normalize(text)
-    assert ours.normalize(text) == (unicodedata.normalize("NFC", text) if "qwen" in ours.name else text)
+    assert ours.normalize(text) == (ref.normalizer.normalize_str(text) if ref.normalizer else text)
     assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=False)
+
+
+def test_unicode_version_differences(pair):
+    ours, ref = pair
+    for text in UNICODE_VERSION_CASES:
+        assert ours.encode(text) == hf_ids(ref, text), ascii(text)
+    if ref.normalizer:  # the library's NFC does not know U+16FF0's combining class (6), so it does not reorder
+        assert ours.normalize("\u0323\U00016ff0") == "\u0323\U00016ff0" != unicodedata.normalize("NFC", "\u0323\U00016ff0")
 
 
 def test_special_and_added_tokens(qwen_file):
@@ -137,6 +163,7 @@ def test_special_and_added_tokens(qwen_file):
     assert ids[0] == ref.token_to_id("<|im_start|>") == ours.special_tokens["<|im_start|>"]
     assert ours.special_tokens["<|im_end|>"] == ref.token_to_id("<|im_end|>") == ours.n_vocab - 2
     assert ours.eot_token == ref.token_to_id("<|endoftext|>") and ref.token_to_id("<think>") in ids
+    assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids) == "user\nhi<think>ok</think>"
     assert ours.encode(text, allowed_special={"<|im_end|>"}) == [
         *ours.encode_ordinary("<|im_start|>user\nhi"), ours.special_tokens["<|im_end|>"],
         *ours.encode("<think>ok</think>"), *ours.encode_ordinary("<|endoftext|>")]
@@ -215,7 +242,9 @@ def test_gpt2_tokenizer_json_unicode(gpt2_files, tiktoken_gpt2, text):
 @pytest.fixture(scope="module", params=["gpt2", "gpt4", None, r"\p{L}+|\p{N}"])
 def ours_written(request, tmp_path_factory):
     """Our trained BPETokenizer (as `tinygpt train` makes it), written and read back by both libraries."""
-    enc = BPETokenizer.train(TRAIN[:60_000], 600, pattern=request.param, special_tokens=["<|endoftext|>"])
+    # No split makes the whole text one chunk (slow to train and to merge, see training.py): a short text then.
+    size = 60_000 if request.param else 4_000
+    enc = BPETokenizer.train(TRAIN[:size], 600, pattern=request.param, special_tokens=["<|endoftext|>"])
     path = save_hf_tokenizer(enc, tmp_path_factory.mktemp("ours"))
     return enc, tokenizer.from_pretrained(path.parent), tokenizers.Tokenizer.from_file(str(path))
 
@@ -224,14 +253,16 @@ def ours_written(request, tmp_path_factory):
 @given(text=MIXED_TEXT)
 def test_written_bpe_loads_with_our_ids(ours_written, text):
     enc, back, ref = ours_written
-    expected = enc.encode(text, allowed_special="all")
-    assert hf_ids(ref, text) == expected == back.encode(text)
+    expected = hf_ids(ref, text)
+    assert back.encode(text) == expected
+    if REGEX_DIFFERS.isdisjoint(text):  # else the library's regex engine knows fewer letters than ours (hf_export.py)
+        assert enc.encode(text, allowed_special="all") == expected
     assert back.decode(expected) == enc.decode(expected)
 
 
 def test_written_bpe_on_corpus(ours_written):
     enc, back, ref = ours_written
-    text = HELD_OUT[:20_000]
+    text = HELD_OUT[:20_000] if enc.pattern else HELD_OUT[:2_000]
     assert hf_ids(ref, text) == enc.encode(text) == back.encode(text)
     assert back.n_vocab == enc.n_vocab == ref.get_vocab_size() and back.eot_token == enc.eot_token
 
@@ -294,3 +325,17 @@ def test_decode_rejects_unknown_ids(llama_file):
     enc = HFByteLevelBPE.from_file(llama_file)
     with pytest.raises(ValueError, match=r"token id 99999 is not in this vocabulary \(ids are 0..1199\)"):
         enc.decode([1, 99999])
+
+
+def test_merges_as_strings_and_normalized_special_tokens(llama_file, tmp_path):
+    """Older files (GPT-2's on the hub, Llama 3's) write merges as "a b" and may mark special tokens normalized."""
+    def edit(d):
+        d["model"]["merges"] = [" ".join(m) for m in d["model"]["merges"]]
+        d["added_tokens"][1]["normalized"] = True
+        d["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFKC"}]}
+
+    path = _edited(llama_file, tmp_path, edit)
+    ours, ref = tokenizer.from_pretrained(path), tokenizers.Tokenizer.from_file(str(path))
+    text = HELD_OUT[:5000] + "<|end_of_text|>ﬁ<|begin_of_text|>x"
+    assert ours.encode(text) == hf_ids(ref, text) and ours.encode(text)[-2] == ours.special_tokens["<|begin_of_text|>"]
+    assert ours.encode(text) == tokenizer.from_pretrained(llama_file).encode(unicodedata.normalize("NFKC", text))
