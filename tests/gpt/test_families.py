@@ -180,3 +180,21 @@ def test_rows_of_different_lengths_in_one_cache_rotate_at_their_own_positions(fa
     want_a = model.B.to_numpy(model(a[None, :7]))[0, 5:7]
     want_b = model.B.to_numpy(model(np.concatenate([b, [7]])[None]))[0, 3:5]
     assert rel_err(got[0], want_a) <= 1e-12 and rel_err(got[1], want_b) <= 1e-12
+
+
+def test_inspect_attention_maps_of_a_gqa_rope_model_reproduce_its_attention_output(family):
+    """gpt.inspect's attention_weights on Llama/Qwen3 layers (QK-norm, RoPE, shared key/value heads): P·V through
+    out_proj gives back the layer's own output, so the maps are the ones the model used."""
+    from gpt.inspect.measure import attention_weights
+
+    _, path, _ = family
+    model = gpt.from_pretrained(path, backend=backends.get_backend("numpy", dtype="float64"))
+    att, B = model.trf_blocks[1].att, model.B
+    x = B.tensor(np.random.default_rng(2).standard_normal((2, 9, model.cfg.emb_dim)))
+    probs = attention_weights(att, x)                                       # (b, nh, t, t)
+    assert np.allclose(probs.sum(-1), 1.0) and np.all(np.triu(probs, 1) == 0)
+    _, _, v = att._heads(x, 0)
+    v = np.repeat(B.to_numpy(v), att.num_heads // att.num_kv_heads, axis=1)   # (b, nh, t, hd)
+    ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(2, 9, -1)
+    want = B.to_numpy(att(x))
+    assert rel_err(B.to_numpy(att.out_proj(B.tensor(ctx))), want) <= 1e-12
