@@ -4,6 +4,9 @@ During generation the keys and values of earlier tokens never change (causal att
 ≤ i), so each layer keeps them in pre-allocated buffers (b, n_heads, max_len, head_dim) and a step computes only
 the new tokens' projections. `pos` counts the tokens already cached; the model writes the new tokens at
 pos..pos+t-1, attends over 0..pos+t-1, then advances `pos`. Inference only: writes happen under `no_grad`.
+With grouped-query attention (Llama 3, Qwen3) the buffers hold the n_kv_heads key/value heads only, never the
+copies each query group sees (sdpa's enable_gqa shares them), and with RoPE the keys are stored already rotated
+at their absolute positions: `pos` (or `positions`, below) is the offset the new tokens' rotation starts from.
 
 Batched serving (gpt/serve/engine.py) holds sequences of different lengths in one cache: `set_row_lengths`
 switches to per-row counts `lengths` (b,). Row r then writes at lengths[r].., its new tokens sit at positions

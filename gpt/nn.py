@@ -242,6 +242,18 @@ class LayerNorm(Module):
         return self.B.F.layer_norm(x, (self.emb_dim,), self.scale, self.shift, self.eps)
 
 
+class RMSNorm(Module):
+    """x / √(mean(x²) + eps) · scale over the last dim (Zhang & Sennrich 2019): LayerNorm without the mean and the
+    shift, the norm of Llama and Qwen3 (also their per-head QK-norm)."""
+
+    def __init__(self, B: Any, emb_dim: int, eps: float = 1e-6):
+        self.B, self.emb_dim, self.eps = B, emb_dim, eps
+        self.scale = B.parameter(np.ones(emb_dim))
+
+    def forward(self, x: Any) -> Any:
+        return self.B.F.rms_norm(x, (self.emb_dim,), self.scale, self.eps)
+
+
 class Dropout(Module):
     """Zero each element with probability p while training, scaling the rest by 1/(1 − p); identity in eval()."""
 
@@ -254,4 +266,5 @@ class Dropout(Module):
         return self.B.F.dropout(x, self.p, training=self.training)
 
 
-__all__ = ["Module", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm", "Dropout", "to_numpy_any"]
+__all__ = ["Module", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout",
+           "to_numpy_any"]

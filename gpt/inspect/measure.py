@@ -85,11 +85,13 @@ def _wrapped_forward(module: Module, wrap: Callable[[Callable], Callable]) -> It
 def attention_weights(att: MultiHeadAttention, x: Any) -> np.ndarray:
     """softmax(Q Kᵀ / √d_k + causal mask) of one MultiHeadAttention on input x (b, t, d): (b, heads, t, t)."""
     B = att.B
-    b, t, _ = x.shape
+    t = x.shape[1]
     with B.no_grad():
-        q = att.W_query(x).reshape(b, t, att.num_heads, att.head_dim).transpose(1, 2)  # (b, nh, t, hd)
-        k = att.W_key(x).reshape(b, t, att.num_heads, att.head_dim).transpose(1, 2)    # (b, nh, t, hd)
-        scores = (q @ k.transpose(2, 3)).masked_fill(att.mask[:t, :t], float("-inf"))  # (b, nh, t, t)
+        q, k, _ = att._heads(x, 0)   # (b, nh, t, hd), (b, n_kv, t, hd): QK-norm and RoPE as the forward applies them
+        group = att.num_heads // att.num_kv_heads
+        if group > 1:   # grouped-query attention: query head h reads key head h // group
+            k = B.cat([k[:, h // group:h // group + 1] for h in range(att.num_heads)], dim=1)  # (b, nh, t, hd)
+        scores = (q @ k.transpose(2, 3)).masked_fill(att._blocked(0, t, None), float("-inf"))  # (b, nh, t, t)
         return to_numpy_any(B.F.softmax(scores / math.sqrt(att.head_dim), dim=-1)).astype(np.float64)
 
 

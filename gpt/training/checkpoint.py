@@ -327,33 +327,33 @@ def _copy_files(src: Path, dst: Path) -> None:
 # ---- models for inference -----------------------------------------------------------------------------------------
 
 def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, state) from a tinygpt checkpoint or run directory, a Hugging Face GPT-2 directory, or a
-    GPT-2 hub name ("gpt2", ...) that `tinygpt download` has fetched.
+    """(model, tokenizer, state) from a tinygpt checkpoint or run directory, a Hugging Face GPT-2, Llama or Qwen3
+    directory, or a GPT-2 hub name ("gpt2", ...) that `tinygpt download` has fetched.
 
-    The model is in eval mode; a Hugging Face directory comes with GPT-2's tokenizer and state {"tokenizer":
-    {"kind": "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
+    The model is in eval mode; a Hugging Face directory comes with its tokenizer.json (GPT-2's when a GPT-2
+    directory has none) and state {"tokenizer": {"kind": "hf" | "gpt2"}}. Weights that do not fit the saved config
+    raise the model's KeyError/ValueError.
     """
+    from gpt.pretrained import resolve_hub_name
     from gpt.weights import resolve_gpt2_name
 
     path = Path(path)
-    if not path.exists():
-        path = resolve_gpt2_name(str(path)) or path   # "gpt2", "gpt2-medium", ...: the downloaded directory
+    if not path.exists():   # "gpt2", "gpt2-medium", ..., "qwen3-0.6b": the directory `tinygpt download` wrote
+        path = resolve_gpt2_name(str(path)) or resolve_hub_name(str(path)) or path
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; give a `tinygpt train --out` directory, a "
                                 f"checkpoint, a Hugging Face GPT-2 directory (config.json + model.safetensors), or "
                                 f"gpt2 / gpt2-medium / gpt2-large / gpt2-xl after `tinygpt download` of it")
     if not is_checkpoint_dir(path) and (path / "config.json").is_file() and not (path / INDEX_FILE).is_file():
-        import tokenizer as tok_pkg
-        from gpt.weights import load_hf_gpt2
+        from gpt.pretrained import load_pretrained_dir
 
         try:
-            model = load_hf_gpt2(path, backend=backend)
+            return load_pretrained_dir(path, backend)   # GPT-2, Llama or Qwen3, with the directory's own tokenizer
         except (TypeError, KeyError, AttributeError, OverflowError, ValueError) as e:
             if isinstance(e, ValueError) and str(path) in str(e):
                 raise                      # already names the file at fault
             # a value of the wrong kind in config.json (the weights' own errors name model.safetensors)
             raise ValueError(f"{path / 'config.json'}: a setting has a value of the wrong kind ({e})") from None
-        return model, tok_pkg.get_encoding("gpt2"), {"tokenizer": {"kind": "gpt2"}}
     ckpt = read_checkpoint(path, with_optimizer=False)
     model = build_model(ckpt, backend)
     return model, checkpoint_tokenizer(ckpt), ckpt.state
@@ -384,7 +384,9 @@ def build_model(ckpt: Checkpoint, backend: Any, finetune: Callable[[Any], Any] |
 
 def _check_shapes(cfg: Any, weights: dict[str, np.ndarray], state_file: Path, model_file: Path) -> None:
     """The embedding shapes and the block count of the weights against the config (cheap, before allocation)."""
-    want = {"tok_emb.weight": (cfg.padded_vocab_size, cfg.emb_dim), "pos_emb.weight": (cfg.context_length, cfg.emb_dim)}
+    want = {"tok_emb.weight": (cfg.padded_vocab_size, cfg.emb_dim)}
+    if cfg.positions == "learned":   # a RoPE model has no position table
+        want["pos_emb.weight"] = (cfg.context_length, cfg.emb_dim)
     for name, shape in want.items():
         got = tuple(weights[name].shape) if name in weights else None
         if got != shape:
