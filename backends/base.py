@@ -135,10 +135,12 @@ class Backend(abc.ABC):
         return "cpu"
 
     def flash_attention(self, query: Any, key: Any, value: Any, dropout_p: float = 0.0,
-                        is_causal: bool = False) -> Any:
+                        is_causal: bool = False, enable_gqa: bool = False) -> Any:
         """Memory-efficient attention (the FlashAttention algorithm): the engine's tiled kernel where it has one,
-        else `F.scaled_dot_product_attention` (torch's already picks such a kernel itself)."""
-        return self.F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal)
+        else `F.scaled_dot_product_attention` (torch's already picks such a kernel itself). `enable_gqa`: key/value
+        heads shared by groups of query heads, as in torch's sdpa."""
+        return self.F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal,
+                                                   enable_gqa=enable_gqa)
 
 
 class NullGradScaler:

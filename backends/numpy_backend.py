@@ -129,5 +129,6 @@ class NumpyBackend(Backend):
         return None
 
     def flash_attention(self, query: Any, key: Any, value: Any, dropout_p: float = 0.0,
-                        is_causal: bool = False) -> Any:
-        return self.F.flash_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal)
+                        is_causal: bool = False, enable_gqa: bool = False) -> Any:
+        return self.F.flash_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal,
+                                      enable_gqa=enable_gqa)

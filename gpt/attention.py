@@ -135,7 +135,7 @@ class MultiHeadAttention(Module):
         self.B, self.d_out, self.num_heads, self.num_kv_heads = B, d_out, num_heads, num_kv_heads
         self.head_dim = d_out // num_heads if head_dim is None else int(head_dim)
         self.context_length, self.dropout_p, self.use_sdpa = context_length, float(dropout), use_sdpa
-        self.flash = flash and num_kv_heads == num_heads   # B.flash_attention has no enable_gqa
+        self.flash = flash
         q_width, kv_width = num_heads * self.head_dim, num_kv_heads * self.head_dim
         self.W_query = Linear(B, d_in, q_width, bias=qkv_bias, rng=rng)
         self.W_key = Linear(B, d_in, kv_width, bias=qkv_bias, rng=rng)
@@ -204,7 +204,7 @@ class MultiHeadAttention(Module):
         gqa = {"enable_gqa": True} if self.num_kv_heads != self.num_heads else {}
         t = queries.shape[2]
         if row_mask is None and start == 0 and self.flash:
-            return self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True)
+            return self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True, **gqa)
         if row_mask is None and start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
             return self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True, **gqa)
         if row_mask is None and t == 1:  # one new query may attend to every cached key: no mask at all
