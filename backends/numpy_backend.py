@@ -79,6 +79,9 @@ class NumpyBackend(Backend):
     def where(self, cond: Any, a: Any, b: Any) -> tt.Tensor:
         return tt.where(cond, a, b)
 
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any) -> tt.Tensor:
+        return self.F.rotary_embedding(x, cos, sin)
+
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
               eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False) -> optim.AdamW:
         # `fused` changes nothing here: tinytensor's AdamW already updates each tensor in one vectorised pass
@@ -126,5 +129,6 @@ class NumpyBackend(Backend):
         return None
 
     def flash_attention(self, query: Any, key: Any, value: Any, dropout_p: float = 0.0,
-                        is_causal: bool = False) -> Any:
-        return self.F.flash_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal)
+                        is_causal: bool = False, enable_gqa: bool = False) -> Any:
+        return self.F.flash_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal,
+                                      enable_gqa=enable_gqa)

@@ -28,6 +28,11 @@ TRAIN_CONFIGS: dict[str, dict[str, Any]] = {
     "124M": {"model": {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
              "batch": (2, 256)},
 }
+# Llama-style rows (issue 14): "small" with RMSNorm, RoPE, a SwiGLU MLP of width 704 and 2 key/value heads
+LLAMA_SWITCHES: dict[str, Any] = {"arch": "llama", "norm": "rmsnorm", "positions": "rope", "mlp": "swiglu",
+                                  "n_kv_heads": 2, "hidden_dim": 704, "out_bias": False, "mlp_bias": False,
+                                  "norm_eps": 1e-5, "rope_theta": 10000.0}
+TRAIN_CONFIGS["small-llama"] = {"model": {**TRAIN_CONFIGS["small"]["model"], **LLAMA_SWITCHES}, "batch": (8, 128)}
 
 
 def clean_env() -> dict[str, str]:

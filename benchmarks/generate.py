@@ -9,7 +9,9 @@ the time ratio to torch on the same device. Prints a markdown table and writes b
     python -m benchmarks.generate [--backends numpy,torch] [--repeats 3] [--quick]
 
 --quick: a small model (vocab 50257, context 128, d 256, 4 heads, 4 layers) and 30 new tokens, written to
-benchmarks/results/generate_quick.json. The full run takes ~5-12 minutes on 2 shared CPU cores (the uncached
+benchmarks/results/generate_quick.json. --config quick-llama | 124M-llama: the same sizes Llama-style (RoPE,
+SwiGLU, grouped-query attention, whose KV cache holds only the key/value heads), written to
+generate_<config>.json. The full run takes ~5-12 minutes on 2 shared CPU cores (the uncached
 numpy path dominates).
 This machine sets OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE), which select a slower float32 matmul kernel; the
 subprocesses run without them unless --no-clean-env (DESIGN.md §5), and the BLAS they used is printed.
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import BLAS_VARS as _BLAS_VARS
-from benchmarks.common import blas_description
+from benchmarks.common import LLAMA_SWITCHES, blas_description
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "124M": {"model": {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
@@ -38,6 +40,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {"model": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4, "n_layers": 4},
               "prompt": 10, "new_tokens": 30},
 }
+# grouped-query attention (issue 14): the same sizes as Llama-style models (2 key/value heads, RoPE, SwiGLU)
+CONFIGS["quick-llama"] = {**CONFIGS["quick"], "model": {**CONFIGS["quick"]["model"], **LLAMA_SWITCHES}}
+CONFIGS["124M-llama"] = {**CONFIGS["124M"], "model": {**CONFIGS["124M"]["model"], **LLAMA_SWITCHES,
+                                                       "n_kv_heads": 4, "hidden_dim": 2048}}
 RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
 
 
@@ -138,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "(default: numpy,torch, plus the GPU pair when available)")
     p.add_argument("--repeats", type=int, default=3, help="timed generations per mode (median reported)")
     p.add_argument("--quick", action="store_true", help="a small model and 30 new tokens instead of 124M and 100")
+    p.add_argument("--config", choices=list(CONFIGS), default=None, help="a model of CONFIGS by name (quick-llama, "
+                                                                         "124M-llama: grouped-query attention)")
     p.add_argument("--no-clean-env", dest="clean_env", action="store_false",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the subprocesses")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per backend")
@@ -152,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.worker[0], args.worker[1], args.repeats)))
         return 0
 
-    config = "quick" if args.quick else "124M"
-    out_path = args.out or (RESULTS.with_name("generate_quick.json") if args.quick else RESULTS)
+    config = args.config or ("quick" if args.quick else "124M")
+    name = "generate" if config == "124M" else f"generate_{config.replace('-', '_')}"
+    out_path = args.out or RESULTS.with_name(f"{name}.json")
     spec = CONFIGS[config]
     backend_list = args.backends.split(",") if args.backends else default_backends()
     removed = [f"{v}={os.environ[v]}" for v in _BLAS_VARS if v in os.environ] if args.clean_env else []

@@ -25,6 +25,7 @@ from .model import (GELU, GPT_CONFIG_124M, GPT_CONFIG_355M, GPT_CONFIG_774M, GPT
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential, to_numpy_any
 from .pretrain import (calc_loss_batch, calc_loss_loader, evaluate_model, generate_and_print_sample, plot_losses,
                        train_model_simple)
+from .pretrained import from_pretrained
 from .schedule import WarmupCosine, lr_at
 from .training.checkpoint import CheckpointManager, load_model, read_checkpoint, save_checkpoint
 from .training.config import DEFAULT_MODEL_CONFIG, TrainConfig
@@ -46,4 +47,5 @@ __all__ = [
     "generate_and_print_sample", "plot_losses", "WarmupCosine", "lr_at", "TrainConfig", "Trainer", "TrainResult",
     "TrainingDiverged", "DEFAULT_MODEL_CONFIG", "CheckpointManager", "save_checkpoint", "read_checkpoint", "load_model",
     "default_corpus", "load_corpus", "Objective", "LanguageModeling", "Classification", "InstructionTuning",
+    "from_pretrained",
 ]

@@ -166,7 +166,7 @@ def generate_response(model: Any, tokenizer: Any, entry: dict[str, str], max_new
     from gpt.generate import generate, text_to_token_ids, token_ids_to_text
 
     input_text = format_input(entry)
-    context_size = int(model.pos_emb.weight.shape[0])
+    context_size = int(model.cfg.context_length)  # the book: pos_emb.weight.shape[0] (RoPE models have none)
     ids = text_to_token_ids(input_text, tokenizer)
     if ids.shape[1] >= context_size:     # keep the end of an over-long prompt: it holds the instruction's end
         ids = ids[:, -(context_size - 1):]

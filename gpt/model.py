@@ -1,4 +1,6 @@
-"""The GPT-2 model of the book's chapter 4 (GELU, FeedForward, TransformerBlock, GPTModel) and its configs.
+"""The GPT-2 model of the book's chapter 4 (GELU, FeedForward, TransformerBlock, GPTModel) and its configs; Llama 3
+and Qwen3 are configurations of the same classes (GPTConfig's norm, positions, mlp, n_kv_heads, head_dim, qk_norm
+and bias fields; presets and Hugging Face names in gpt/families.py, RoPE in gpt/rope.py, RMSNorm in gpt/nn.py).
 
 Written once against a backend `B` (DESIGN.md §4): the same classes run on tinytensor (numpy/cupy) and on torch.
 Parameter names are the book's (`trf_blocks.0.att.W_query.weight`, `ff.layers.0.weight`, `norm1.scale`, ...).
@@ -34,7 +36,9 @@ import numpy as np
 
 from .attention import MultiHeadAttention
 from .kv_cache import KVCache
-from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential, as_rng, to_numpy_any
+from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, RMSNorm, Sequential, as_rng,
+                 to_numpy_any)
+from .rope import RoPE
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,     # GPT-2's BPE vocabulary
@@ -67,6 +71,20 @@ class GPTConfig:
     flash_attention: bool = False  # numpy/cupy: tiled FlashAttention kernel (O(T) memory); torch's sdpa chooses itself
     pad_vocab_multiple: int = 1  # embedding/head rows rounded up to this multiple (64: faster GPU matmuls, nanoGPT)
     weight_init: str = "gpt2"   # "gpt2": N(0, 0.02) + scaled residual projections; "torch": PyTorch's defaults (book)
+    # What Llama 3 and Qwen3 change (gpt/families.py has their presets); the defaults are the book's GPT-2.
+    arch: str = "gpt2"          # family label ("gpt2" | "llama" | "qwen3"): the HF model_type an export writes
+    norm: str = "layernorm"     # the blocks' and the final norm: "layernorm" (GPT-2) or "rmsnorm" (Llama, Qwen3)
+    norm_eps: float = 1e-5      # the norms' epsilon (GPT-2 1e-5; HF configs' rms_norm_eps)
+    positions: str = "learned"  # "learned" (pos_emb table, GPT-2) or "rope" (rotary, gpt/rope.py)
+    rope_theta: float = 10000.0  # RoPE base (Llama 3: 500000, Qwen3: 1000000)
+    rope_scaling: dict | None = None  # Llama 3's {"factor", "low_freq_factor", "high_freq_factor", ...} or None
+    mlp: str = "gelu"           # "gelu": Linear-GELU-Linear (GPT-2); "swiglu": fc3(silu(fc1 x) · fc2 x) (Llama)
+    hidden_dim: int | None = None  # MLP width (None: 4 · emb_dim, GPT-2's)
+    n_kv_heads: int | None = None  # key/value heads for grouped-query attention (None: n_heads, plain MHA)
+    head_dim: int | None = None   # width of one head (None: emb_dim // n_heads; Qwen3 sets it apart)
+    qk_norm: bool = False       # RMSNorm on each head's queries and keys before RoPE (Qwen3)
+    out_bias: bool = True       # bias on the attention's out_proj (GPT-2 yes; Llama/Qwen3 no)
+    mlp_bias: bool = True       # biases on the MLP's Linears (GPT-2 yes; Llama/Qwen3 no)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -74,9 +92,21 @@ class GPTConfig:
         m = int(self.pad_vocab_multiple)
         return -(-int(self.vocab_size) // m) * m
 
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_heads, or n_heads when unset."""
+        return int(self.n_kv_heads or self.n_heads)
+
+    @property
+    def dim_per_head(self) -> int:
+        """Width of one attention head: head_dim, or emb_dim // n_heads when unset."""
+        return int(self.head_dim or self.emb_dim // self.n_heads)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
         """A config from the book's dict keys; an unknown key is an error naming the known ones."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a mapping of the book's keys, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -87,18 +117,27 @@ class GPTConfig:
         return asdict(self)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"config {name}={getattr(self, name)} must be a positive integer")
-        if self.emb_dim % self.n_heads:
-            raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "pad_vocab_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"config {name}={value!r} must be a positive integer")
+        for name in ("qkv_bias", "tie_weights", "flash_attention"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"config {name}={getattr(self, name)!r} must be true or false")
+        if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
+            raise ValueError(f"config drop_rate={self.drop_rate!r} must be a number in [0, 1)")
+        if self.head_dim is None and self.emb_dim % self.n_heads:
+            raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads} (or set head_dim)")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        for name, allowed in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config {name}={getattr(self, name)!r} is not one of {allowed}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate={self.drop_rate} must lie in [0, 1)")
         if self.weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init={self.weight_init!r} is not one of {WEIGHT_INITS}: 'gpt2' (GPT-2's "
                              f"N(0, 0.02)) or 'torch' (PyTorch's layer defaults, as the book's model has)")
-        if int(self.pad_vocab_multiple) < 1:
-            raise ValueError(f"pad_vocab_multiple={self.pad_vocab_multiple} must be >= 1 (1: no padding; 64 on GPUs)")
 
 
 def as_config(cfg: dict[str, Any] | GPTConfig) -> GPTConfig:
@@ -123,25 +162,55 @@ class FeedForward(Module):
                  proj_std: float = 0.02):
         cfg, rng = as_config(cfg), as_rng(rng)
         self.B = B
-        self.layers = Sequential(Linear(B, cfg.emb_dim, 4 * cfg.emb_dim, rng=rng), GELU(B),
-                                 Linear(B, 4 * cfg.emb_dim, cfg.emb_dim, rng=rng, std=proj_std))
+        hidden, bias = cfg.hidden_dim or 4 * cfg.emb_dim, cfg.mlp_bias
+        self.layers = Sequential(Linear(B, cfg.emb_dim, hidden, bias=bias, rng=rng), GELU(B),
+                                 Linear(B, hidden, cfg.emb_dim, bias=bias, rng=rng, std=proj_std))
 
     def forward(self, x: Any) -> Any:
         return self.layers(x)
 
 
-class TransformerBlock(Module):
-    """A pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))) (book §4.5)."""
+class SwiGLUFeedForward(Module):
+    """The gated MLP of Llama and Qwen3: fc3(silu(fc1(x)) · fc2(x)) (Shazeer 2020, "GLU Variants", eq. 6);
+    fc1 is the gate, fc2 the up and fc3 the down projection (the book's bonus Llama code's names)."""
 
-    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None):
+    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
+                 proj_std: float = 0.02):
+        cfg, rng = as_config(cfg), as_rng(rng)
+        self.B = B
+        hidden, bias = cfg.hidden_dim or 4 * cfg.emb_dim, cfg.mlp_bias
+        self.fc1 = Linear(B, cfg.emb_dim, hidden, bias=bias, rng=rng)
+        self.fc2 = Linear(B, cfg.emb_dim, hidden, bias=bias, rng=rng)
+        self.fc3 = Linear(B, hidden, cfg.emb_dim, bias=bias, rng=rng, std=proj_std)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc3(self.B.F.silu(self.fc1(x)) * self.fc2(x))
+
+
+def make_norm(B: Any, cfg: GPTConfig, dim: int) -> Module:
+    """The config's norm over `dim` features: the book's LayerNorm or RMSNorm."""
+    return (RMSNorm if cfg.norm == "rmsnorm" else LayerNorm)(B, dim, eps=cfg.norm_eps)
+
+
+class TransformerBlock(Module):
+    """A pre-norm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x))) (book §4.5).
+
+    The config picks the parts: LayerNorm or RMSNorm, GELU or SwiGLU MLP, heads / key-value heads / head_dim,
+    QK-norm, biases; `rope` (a gpt.rope.RoPE shared by every block) replaces learned positions.
+    """
+
+    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
+                 rope: Any = None):
         cfg, rng = as_config(cfg), as_rng(rng)
         proj_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # GPT-2 §2.3: residual projections scaled by 1/√(2·L)
         self.B = B
         self.att = MultiHeadAttention(B, cfg.emb_dim, cfg.emb_dim, cfg.context_length, cfg.drop_rate, cfg.n_heads,
-                                      qkv_bias=cfg.qkv_bias, rng=rng, proj_std=proj_std, flash=cfg.flash_attention)
-        self.ff = FeedForward(B, cfg, rng=rng, proj_std=proj_std)
-        self.norm1 = LayerNorm(B, cfg.emb_dim)
-        self.norm2 = LayerNorm(B, cfg.emb_dim)
+                                      qkv_bias=cfg.qkv_bias, rng=rng, proj_std=proj_std, flash=cfg.flash_attention,
+                                      num_kv_heads=cfg.kv_heads, head_dim=cfg.head_dim, out_bias=cfg.out_bias,
+                                      rope=rope, qk_norm=cfg.qk_norm, norm_eps=cfg.norm_eps)
+        self.ff = (SwiGLUFeedForward if cfg.mlp == "swiglu" else FeedForward)(B, cfg, rng=rng, proj_std=proj_std)
+        self.norm1 = make_norm(B, cfg, cfg.emb_dim)
+        self.norm2 = make_norm(B, cfg, cfg.emb_dim)
         self.drop_shortcut = Dropout(B, cfg.drop_rate)
 
     def forward(self, x: Any, cache: Any = None) -> Any:
@@ -151,6 +220,7 @@ class TransformerBlock(Module):
 
 class GPTModel(Module):
     """GPT-2: token + position embeddings, n_layers TransformerBlocks, a final LayerNorm and the vocabulary head.
+    With `positions="rope"` there is no pos_emb (queries and keys are rotated instead) and `norm` picks the norms.
 
     `backend`: a Backend or its name ("numpy", "torch", "cupy"; float32); None means numpy float32.
     """
@@ -162,10 +232,14 @@ class GPTModel(Module):
         self.B = B = backends.get_backend(backend or "numpy")
         rng = np.random.default_rng(seed)
         self.tok_emb = Embedding(B, cfg.vocab_size, cfg.emb_dim, rng=rng)
-        self.pos_emb = Embedding(B, cfg.context_length, cfg.emb_dim, rng=rng)
+        rope = None
+        if cfg.positions == "learned":
+            self.pos_emb = Embedding(B, cfg.context_length, cfg.emb_dim, rng=rng)
+        else:
+            rope = RoPE(B, cfg.dim_per_head, cfg.context_length, cfg.rope_theta, cfg.rope_scaling)
         self.drop_emb = Dropout(B, cfg.drop_rate)
-        self.trf_blocks = ModuleList([TransformerBlock(B, cfg, rng=rng) for _ in range(cfg.n_layers)])
-        self.final_norm = LayerNorm(B, cfg.emb_dim)
+        self.trf_blocks = ModuleList([TransformerBlock(B, cfg, rng=rng, rope=rope) for _ in range(cfg.n_layers)])
+        self.final_norm = make_norm(B, cfg, cfg.emb_dim)
         self.out_head = Linear(B, cfg.emb_dim, cfg.vocab_size, bias=False, rng=rng,
                                weight=self.tok_emb.weight if cfg.tie_weights else None)
         if cfg.weight_init == "torch":
@@ -180,15 +254,17 @@ class GPTModel(Module):
                                     else _pad_rows(B, self.out_head.weight, cfg.padded_vocab_size))
             self.out_head.out_features = cfg.padded_vocab_size
 
-    def _check_ids(self, idx: Any) -> np.ndarray:
-        """idx as a NumPy (batch, seq) integer array, or a ValueError/TypeError naming what is wrong."""
-        ids = to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
-        if ids.dtype.kind not in "iu":
+    def _check_ids(self, idx: Any) -> Any:
+        """idx as a (batch, seq) integer array, or a ValueError/TypeError naming what is wrong. Ids already on a
+        GPU stay there unchecked for range: reading them back would be a device-to-host sync on every forward."""
+        on_device = hasattr(idx, "shape") and not str(getattr(idx, "device", "cpu")).startswith("cpu")
+        ids = idx if on_device else to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
+        if "int" not in str(ids.dtype):   # int64, uint16, torch.int64, ...
             raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
         if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {ids.shape}; "
+            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {tuple(ids.shape)}; "
                              f"add a batch dimension with ids[None]")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
+        if not on_device and ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
             bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
             raise ValueError(f"token id {bad} is out of range for vocab_size={self.cfg.vocab_size} "
                              f"(ids must lie in [0, {self.cfg.vocab_size}))")
@@ -205,9 +281,11 @@ class GPTModel(Module):
         if start + seq_len > self.cfg.context_length:
             raise ValueError(f"sequence of {start + seq_len} tokens is longer than context_length="
                              f"{self.cfg.context_length}; crop it to the last {self.cfg.context_length} tokens")
-        tok_embeds = self.tok_emb(self.B.tensor(ids))                                # (b, t, emb_dim)
-        pos_embeds = self.pos_emb(self.B.tensor(np.arange(start, start + seq_len)))  # (t, emb_dim)
-        x = self.drop_emb(tok_embeds + pos_embeds)
+        x = self.tok_emb(self.B.tensor(ids))                                        # (b, t, emb_dim)
+        if self.cfg.positions == "learned":   # RoPE instead rotates q and k inside attention
+            positions = np.arange(start, start + seq_len) if cache is None else cache.positions(seq_len)
+            x = x + self.pos_emb(self.B.tensor(positions))  # + (t, emb_dim), or (b, t, emb_dim) per-row positions
+        x = self.drop_emb(x)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, cache=None if cache is None else cache.layers[i])
         if cache is not None:
@@ -244,7 +322,7 @@ class GPTModel(Module):
             raise ValueError(f"max_len={max_len} exceeds context_length={self.cfg.context_length}: positions past "
                              f"it have no position embedding")
         c = self.cfg
-        return KVCache(self.B, c.n_layers, batch_size, c.n_heads, max_len, c.emb_dim // c.n_heads)
+        return KVCache(self.B, c.n_layers, batch_size, c.kv_heads, max_len, c.dim_per_head)
 
     def memory_estimate(self, batch_size: int, seq_len: int, dtype_bytes: int = 4) -> dict[str, int]:
         """Rough training memory in bytes: parameters, gradients, AdamW's two moments, saved activations.
@@ -262,6 +340,7 @@ class GPTModel(Module):
 
 
 WEIGHT_INITS = ("gpt2", "torch")
+NORMS, POSITIONS, MLPS = ("layernorm", "rmsnorm"), ("learned", "rope"), ("gelu", "swiglu")
 
 
 def torch_default_init(model: Module, rng: np.random.Generator) -> None:
@@ -292,5 +371,5 @@ def _pad_rows(B: Any, param: Any, rows: int) -> Any:
 
 
 __all__ = ["GPT_CONFIG_124M", "GPT_CONFIG_355M", "GPT_CONFIG_774M", "GPT_CONFIG_1558M", "GPT_CONFIGS", "GPTConfig",
-           "GELU", "FeedForward", "TransformerBlock", "GPTModel", "LayerNorm", "as_config", "WEIGHT_INITS",
-           "torch_default_init"]
+           "GELU", "FeedForward", "SwiGLUFeedForward", "TransformerBlock", "make_norm", "GPTModel", "LayerNorm",
+           "as_config", "WEIGHT_INITS", "torch_default_init"]

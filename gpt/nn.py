@@ -12,22 +12,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from backends.base import any_to_numpy
+
 
 def to_numpy_any(x: Any) -> np.ndarray:
-    """A NumPy array from a NumPy array, a tinytensor tensor, a torch tensor (bfloat16 -> float32) or a CuPy array."""
-    if isinstance(x, np.ndarray):
-        return x
-    module = type(x).__module__
-    if module.startswith("torch"):
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
-            x = x.float()
-        return x.numpy()
-    if module.startswith("cupy"):
-        return x.get()
-    if hasattr(x, "numpy"):  # tinytensor.Tensor (on NumPy or CuPy)
-        return np.asarray(x.numpy())
-    return np.asarray(x)
+    """A NumPy array from a NumPy array or any backend's tensor (backends.base.any_to_numpy: the engines are told
+    apart there, not here)."""
+    return any_to_numpy(x)
 
 
 class Module:
@@ -251,6 +242,18 @@ class LayerNorm(Module):
         return self.B.F.layer_norm(x, (self.emb_dim,), self.scale, self.shift, self.eps)
 
 
+class RMSNorm(Module):
+    """x / √(mean(x²) + eps) · scale over the last dim (Zhang & Sennrich 2019): LayerNorm without the mean and the
+    shift, the norm of Llama and Qwen3 (also their per-head QK-norm)."""
+
+    def __init__(self, B: Any, emb_dim: int, eps: float = 1e-6):
+        self.B, self.emb_dim, self.eps = B, emb_dim, eps
+        self.scale = B.parameter(np.ones(emb_dim))
+
+    def forward(self, x: Any) -> Any:
+        return self.B.F.rms_norm(x, (self.emb_dim,), self.scale, self.eps)
+
+
 class Dropout(Module):
     """Zero each element with probability p while training, scaling the rest by 1/(1 − p); identity in eval()."""
 
@@ -263,4 +266,5 @@ class Dropout(Module):
         return self.B.F.dropout(x, self.p, training=self.training)
 
 
-__all__ = ["Module", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm", "Dropout", "to_numpy_any"]
+__all__ = ["Module", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout",
+           "to_numpy_any"]

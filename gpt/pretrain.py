@@ -63,7 +63,7 @@ def generate_and_print_sample(model: Any, tokenizer: Any, device: Any = None, st
     """
     from gpt.generate import generate, text_to_token_ids, token_ids_to_text
 
-    context_size = model.pos_emb.weight.shape[0]
+    context_size = model.cfg.context_length  # the book reads pos_emb.weight.shape[0]; RoPE models have none
     was_training = model.training
     model.eval()
     try:

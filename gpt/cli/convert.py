@@ -1,49 +1,56 @@
-"""Moving models and data in and out: `tinygpt convert` (tinygpt checkpoint <-> Hugging Face GPT-2 directory) and
-`tinygpt download` (GPT-2 weights and tokenizer, the book's data sets) into the cache the other commands read."""
+"""Moving models and data in and out: `tinygpt convert` (tinygpt checkpoint <-> Hugging Face GPT-2, Llama or Qwen3
+directory, with the tokenizer as tokenizer.json) and `tinygpt download` (GPT-2 weights and tokenizer, Qwen3-0.6B,
+the book's data sets) into the cache the other commands read."""
 from __future__ import annotations
 
 import argparse
 import urllib.error
 from pathlib import Path
 
-from gpt.cli.common import PROG, add_common_args, make_backend, say, warn
+from gpt.cli.common import PROG, add_common_args, make_backend, say
 
 THE_VERDICT_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/"
                    "the-verdict.txt")
 GPT2_DOWNLOADS = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}
+HUB_MODEL_NAMES = ("qwen3-0.6b",)   # gpt.pretrained.HUB_MODELS: whole Hugging Face directories
 
 
 def add_convert_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="tinygpt checkpoint <-> Hugging Face GPT-2 directory",
+    p = sub.add_parser("convert", help="tinygpt checkpoint <-> Hugging Face directory (GPT-2, Llama, Qwen3)",
                        description="--checkpoint DIR --to-hf OUT, or --from-hf DIR --out OUT")
     p.add_argument("--checkpoint", metavar="DIR", help="a tinygpt checkpoint or `train --out` directory")
-    p.add_argument("--to-hf", metavar="OUT", help="write a Hugging Face GPT-2 directory here")
-    p.add_argument("--from-hf", metavar="DIR", help="a Hugging Face GPT-2 directory (config.json + weights)")
+    p.add_argument("--to-hf", metavar="OUT", help="write a Hugging Face directory of the model's family here, with "
+                                                 "its tokenizer as tokenizer.json")
+    p.add_argument("--from-hf", metavar="DIR", help="a Hugging Face GPT-2, Llama or Qwen3 directory (config.json + "
+                                                    "weights, and its tokenizer.json if any)")
     p.add_argument("--out", metavar="OUT", help="write a tinygpt checkpoint here")
     add_common_args(p, seed=False)
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import shutil
+
+    from gpt.pretrained import export_hf, load_pretrained_dir
     from gpt.training.checkpoint import is_checkpoint_dir, load_model, save_checkpoint
-    from gpt.weights import export_hf_gpt2, load_hf_gpt2
 
     B = make_backend(args)
     if args.checkpoint and args.to_hf and not (args.from_hf or args.out):
-        model, _, info = load_model(args.checkpoint, B)
-        kind = (info.get("tokenizer") or {}).get("kind")
-        export_hf_gpt2(model, args.to_hf)
-        say(f"wrote {Path(args.to_hf) / 'config.json'} and {Path(args.to_hf) / 'model.safetensors'}")
-        if kind not in (None, "gpt2"):
-            warn(f"note: this model uses the {kind} tokenizer, not GPT-2's; Hugging Face tools will assume GPT-2's")
+        model, tok, _ = load_model(args.checkpoint, B)
+        files = export_hf(model, tok, args.to_hf)   # the run's own tokenizer goes along as tokenizer.json
+        say(f"wrote {', '.join(str(f) for f in files)}")
         return 0
     if args.from_hf and args.out and not (args.checkpoint or args.to_hf):
         if is_checkpoint_dir(args.out):
             raise ValueError(f"{args.out} already holds a checkpoint; choose another --out")
-        model = load_hf_gpt2(args.from_hf, backend=B)
-        state = {"step": 0, "model_config": model.cfg.to_dict(), "tokenizer": {"kind": "gpt2"},
+        model, _, info = load_pretrained_dir(args.from_hf, B)
+        own = info["tokenizer"]["kind"] == "hf"   # the directory's own tokenizer.json travels with the weights
+        state = {"step": 0, "model_config": model.cfg.to_dict(), "tokenizer": {"kind": "hf" if own else "gpt2"},
                  "source": str(args.from_hf)}
         save_checkpoint(args.out, model, None, state)
+        for name in ("tokenizer.json", "tokenizer_config.json") if own else ():
+            if (Path(args.from_hf) / name).is_file():
+                shutil.copy2(Path(args.from_hf) / name, Path(args.out) / name)
         say(f"wrote tinygpt checkpoint {args.out} ({model.num_parameters():,} parameters)")
         return 0
     raise ValueError("give either --checkpoint DIR --to-hf OUT, or --from-hf DIR --out OUT")
@@ -54,7 +61,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def add_download_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="GPT-2 weights, GPT-2 tokenizer files, the-verdict.txt, the SMS spam or "
                                         "instruction data")
-    p.add_argument("what", choices=(*GPT2_DOWNLOADS, "gpt2-tokenizer", "the-verdict", "sms-spam", "instruction-data"))
+    p.add_argument("what", choices=(*GPT2_DOWNLOADS, *HUB_MODEL_NAMES, "gpt2-tokenizer", "the-verdict", "sms-spam",
+                                    "instruction-data"))
     p.add_argument("--dest", metavar="DIR", help="folder to write into (default: the tinygpt cache, "
                                                  "~/.cache/tinygpt, where the other commands look)")
     p.set_defaults(func=cmd_download)
@@ -73,6 +81,12 @@ def cmd_download(args: argparse.Namespace) -> int:
             size = GPT2_DOWNLOADS[args.what]
             folder = download_gpt2(size, Path(args.dest) / f"gpt2-{size}" if args.dest else None)
             say(f"GPT-2 {size} is in {folder}; try: {PROG} generate --checkpoint {folder} --prompt \"Hello\"")
+        elif args.what in HUB_MODEL_NAMES:
+            from gpt.pretrained import download_hub_model, hub_model_dir
+
+            dest = Path(args.dest) / args.what if args.dest else hub_model_dir(args.what)
+            folder = download_hub_model(args.what, dest)
+            say(f"{args.what} is in {folder}; try: {PROG} chat --checkpoint {args.what if not args.dest else folder}")
         elif args.what == "gpt2-tokenizer":
             from tokenizer.gpt2 import GPT2_FILES
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -54,10 +54,11 @@ def prompt_ids(text: str, tok: Any, context_length: int, room: int = 1) -> np.nd
 # ---- generate ------------------------------------------------------------------------------------------------------
 
 def add_generate_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="continue a prompt from a checkpoint or a Hugging Face GPT-2 directory")
+    p = sub.add_parser("generate", help="continue a prompt from a checkpoint or a Hugging Face GPT-2, Llama or "
+                                        "Qwen3 directory")
     p.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN_DIR,
-                   help="a `train --out` directory, a checkpoint, a Hugging Face GPT-2 directory, or gpt2 (and "
-                        "gpt2-medium, ...) once `download`ed")
+                   help="a `train --out` directory, a checkpoint, a Hugging Face GPT-2, Llama or Qwen3 directory "
+                        "(with its tokenizer.json), or gpt2 (gpt2-medium, ..., qwen3-0.6b) once `download`ed")
     p.add_argument("--prompt", required=True, metavar="TEXT")
     _add_sampling_args(p, max_new_tokens=100, temperature=0.8, top_k=40)
     add_common_args(p)
@@ -76,11 +77,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          f"`{PROG} classify --checkpoint {args.checkpoint} --text TEXT`")
     ctx = model.cfg.context_length
     ids = prompt_ids(args.prompt, tok, ctx)
-    eos = tok.special_tokens.get("<|endoftext|>") if hasattr(tok, "special_tokens") else None
+    eos = getattr(tok, "eos_token_id", None)   # a Hugging Face directory's tokenizer_config.json names it
+    if eos is None and hasattr(tok, "special_tokens"):
+        eos = tok.special_tokens.get("<|endoftext|>")
+    # a window no longer than this run needs: the KV cache of Qwen3's 40960-token context would take gigabytes
+    window = min(ctx, ids.shape[1] + args.max_new_tokens)
     out = sys.stdout
     out.write(args.prompt)
     out.flush()
-    write_tokens(generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
+    write_tokens(generate_stream(model, ids, args.max_new_tokens, window, temperature=args.temperature,
                                  top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed), tok, out)
     return 0
 
@@ -88,21 +93,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ---- chat ----------------------------------------------------------------------------------------------------------
 
 def add_chat_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="ask an instruction-tuned model questions, one per line (book ch. 7 prompts)",
-                       description="Reads questions from standard input, one per line; formats each with the "
-                                   "Alpaca template used in training and streams the answer. Ends on end of input "
-                                   "or a line '/exit'.")
+    p = sub.add_parser("chat", help="ask an instruction-tuned model questions, one per line (book ch. 7 prompts; "
+                                    "Llama 3 / Qwen3 chat formats)",
+                       description="Reads questions from standard input, one per line, and streams the answers. A "
+                                   "`finetune instruct` model gets the Alpaca template used in training, one question "
+                                   "at a time; a Llama 3 or Qwen3 directory its own chat format (Llama 3's headers, "
+                                   "ChatML) and the whole conversation. Ends on end of input or a line '/exit'.")
     p.add_argument("--checkpoint", metavar="DIR", required=True,
-                   help="a `finetune instruct --out` directory, a checkpoint, or a Hugging Face GPT-2 directory")
+                   help="a `finetune instruct --out` directory, a checkpoint, or a Hugging Face GPT-2, Llama 3 or "
+                        "Qwen3 directory (with its tokenizer.json), or qwen3-0.6b once `download`ed")
     _add_sampling_args(p, max_new_tokens=128, temperature=0.0, top_k=None)
     add_common_args(p)
     p.set_defaults(func=cmd_chat)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from gpt.classify import end_of_text_id
-    from gpt.generate import generate_stream
-    from gpt.instruct import format_chat_prompt
+    from gpt.chat_format import CHAT_STYLES
     from gpt.training.finetune import load_finetuned
 
     _check_top_p(args)
@@ -110,10 +116,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
     if _task(state) == "classify":
         raise ValueError(f"{args.checkpoint} is a classifier; chat needs a `finetune instruct` model")
-    if _task(state) != "instruct":
+    # a Llama 3 / Qwen3 directory speaks its own chat format and keeps the conversation; a book model, Alpaca's
+    style = None if _task(state) else CHAT_STYLES.get(getattr(model.cfg, "arch", "gpt2"))
+    if _task(state) != "instruct" and style is None:
         warn(f"note: {args.checkpoint} was not instruction-tuned (no `{PROG} finetune instruct` run): it continues "
              f"text rather than answering; fine-tune it with `{PROG} finetune instruct --init {args.checkpoint}`")
-    eos, ctx = end_of_text_id(tok), model.cfg.context_length
+    ask = _family_turn(model, tok, style, args) if style else _alpaca_turn(model, tok, args)
     interactive, out = sys.stdin.isatty(), sys.stdout
     while True:
         if interactive:
@@ -122,13 +130,49 @@ def cmd_chat(args: argparse.Namespace) -> int:
         line = sys.stdin.readline()
         if not line or line.strip() == "/exit":
             break
-        question = line.strip()
-        if not question:
-            continue
-        ids = np.asarray([tok.encode(format_chat_prompt(question))], dtype=np.int64)[:, -(ctx - 1):]
-        write_tokens(generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
-                                     top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed), tok, out)
+        if line.strip():
+            write_tokens(ask(line.strip()), tok, out)
     return 0
+
+
+def _stream(model: Any, ids: list[int], args: argparse.Namespace, eos: int | None) -> Any:
+    """generate_stream over the last tokens of `ids` that fit, with a cache no longer than this answer needs."""
+    from gpt.generate import generate_stream
+
+    ctx = model.cfg.context_length
+    prompt = np.asarray([ids], dtype=np.int64)[:, -(ctx - 1):]
+    window = min(ctx, prompt.shape[1] + args.max_new_tokens)
+    return generate_stream(model, prompt, args.max_new_tokens, window, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed)
+
+
+def _alpaca_turn(model: Any, tok: Any, args: argparse.Namespace) -> Callable[[str], Any]:
+    """One question, one answer, in the book's ch. 7 Alpaca template (no history)."""
+    from gpt.classify import end_of_text_id
+    from gpt.instruct import format_chat_prompt
+
+    eos = end_of_text_id(tok)
+    return lambda question: _stream(model, tok.encode(format_chat_prompt(question)), args, eos)
+
+
+def _family_turn(model: Any, tok: Any, style: str, args: argparse.Namespace) -> Callable[[str], Any]:
+    """A conversation in the family's chat format: each answer ends at an end-of-turn token and joins the history."""
+    from gpt.chat_format import chat_prompt_ids, stop_ids
+
+    history: list[dict[str, str]] = []
+    stops = set(stop_ids(tok, style))
+
+    def ask(question: str) -> Any:
+        history.append({"role": "user", "content": question})
+        answer: list[int] = []
+        for token in _stream(model, chat_prompt_ids(tok, history, style), args, None):
+            if token in stops:
+                break
+            answer.append(token)
+            yield token
+        history.append({"role": "assistant", "content": tok.decode(answer)})
+
+    return ask
 
 
 # ---- classify ------------------------------------------------------------------------------------------------------

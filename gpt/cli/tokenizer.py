@@ -8,7 +8,8 @@ from typing import Any
 
 
 def load_run_tokenizer(spec: str) -> Any:
-    """The tokenizer a run directory or checkpoint was trained with; otherwise gpt2 or a tokenizer file."""
+    """The tokenizer a run directory or checkpoint was trained with; otherwise gpt2, a tokenizer file, or a Hugging
+    Face directory (tokenizer.json or vocab.txt)."""
     from tokenizer.cli import load_tokenizer
 
     if not Path(spec).is_dir():
@@ -19,6 +20,8 @@ def load_run_tokenizer(spec: str) -> Any:
     try:
         ckpt = read_checkpoint(find_checkpoint(spec), with_optimizer=False)
     except FileNotFoundError:
+        if any((Path(spec) / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+            return load_tokenizer(spec)
         raise ValueError(f"--tokenizer {spec!r} is a directory without a tinygpt checkpoint; give a `tinygpt "
                          f"train --out` directory, a checkpoint, gpt2 or a tokenizer file") from None
     return load_spec(ckpt.state.get("tokenizer") or {"kind": "gpt2"}, ckpt.path)

@@ -47,6 +47,8 @@ def _add_data_model_args(p: argparse.ArgumentParser) -> None:
                         "bytes: 256 byte symbols")
     d.add_argument("--vocab-size", type=positive(int), metavar="N", help="BPE vocabulary size (default 1024)")
     m = p.add_argument_group("model (default: a ~2.2 M-parameter GPT)")
+    m.add_argument("--arch", choices=("gpt2", "llama", "qwen3"), help="model family (default gpt2): llama is RMSNorm "
+                   "+ RoPE + SwiGLU + grouped-query attention, qwen3 adds QK-norm (gpt/families.py)")
     m.add_argument("--config", choices=("124M", "355M", "774M", "1558M"), help="a GPT-2 size")
     m.add_argument("--context-length", type=positive(int), metavar="N", help="tokens per window" + _dflt("context_length"))
     m.add_argument("--emb-dim", type=positive(int), metavar="N", help="residual width" + _dflt("emb_dim"))
@@ -130,9 +132,11 @@ def train_config(args: argparse.Namespace, base: dict | None = None) -> TrainCon
 
 def model_config(args: argparse.Namespace, vocab_size: int) -> dict:
     """The model config from --config and the size flags, checked with the flags' names in the messages."""
-    from gpt.model import GPT_CONFIGS
+    from gpt.families import ARCH_CONFIGS
+    from gpt.model import GPT_CONFIGS, GPTConfig
 
     cfg = dict(GPT_CONFIGS[args.config] if args.config else DEFAULT_MODEL_CONFIG)
+    cfg.update(ARCH_CONFIGS.get(args.arch or "gpt2", {}))   # the family's switches over the same sizes
     if args.config and args.context_length and args.context_length > cfg["context_length"]:
         raise ValueError(f"--context-length {args.context_length} exceeds the {args.config} config's context "
                          f"length {cfg['context_length']}; choose at most {cfg['context_length']}")
@@ -150,6 +154,7 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> dict:
         cfg["tie_weights"] = True
     if args.pad_vocab:
         cfg["pad_vocab_multiple"] = args.pad_vocab
+    GPTConfig.from_dict({**cfg, "vocab_size": vocab_size or 1})   # any other inconsistency, before the data work
     return cfg
 
 
@@ -162,6 +167,8 @@ def resume_conflicts(args: argparse.Namespace, state: dict) -> list[str]:
         flag_given = getattr(args, name, None) not in (None, False) or (args.config and name in wanted)
         if flag_given and name in wanted and wanted[name] != saved.get(name, DEFAULT_MODEL_CONFIG.get(name)):
             conflicts.append(f"--{name.replace('_', '-')} {wanted[name]} (the run has {saved.get(name)})")
+    if args.arch is not None and args.arch != saved.get("arch", "gpt2"):
+        conflicts.append(f"--arch {args.arch} (the run has {saved.get('arch', 'gpt2')})")
     kind = (state.get("tokenizer") or {}).get("kind")
     if args.tokenizer is not None and args.tokenizer != kind:
         conflicts.append(f"--tokenizer {args.tokenizer} (the run has {kind})")
@@ -301,7 +308,8 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, say_: Callable[..., None
     cfg, model_cfg = run["cfg"], run["model_cfg"]
     model = GPTModel(model_cfg, backend=B, seed=cfg.seed)
     say_(f"data: {run['data'].source} ({n_train + n_val:,} tokens: {n_train:,} train, {n_val:,} val); model: "
-         f"{model.num_parameters():,} parameters ({model_cfg['n_layers']} layers, {model_cfg['n_heads']} heads, "
+         f"{model.num_parameters():,} parameters ({model_cfg.get('arch', 'gpt2')}: {model_cfg['n_layers']} layers, "
+         f"{model_cfg['n_heads']} heads, "
          f"emb {model_cfg['emb_dim']}, context {model_cfg['context_length']}, vocab {model_cfg['vocab_size']}); "
          f"backend {B.name} {B.dtype_name}" + (f"; {dist.world_size} processes (DDP)" if dist.world_size > 1 else ""))
     trainer = Trainer(model, objective, cfg, out_dir=out, tokenizer=run["tokenizer"], tokenizer_spec=run["spec"],

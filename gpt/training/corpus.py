@@ -107,6 +107,8 @@ def load_tokenizer(spec: dict, directory: str | Path) -> Any:
         return tok_pkg.get_encoding("gpt2")
     if kind == "bytes":
         return bytes_tokenizer()
+    if kind == "hf":   # a Hugging Face tokenizer.json (+ tokenizer_config.json) in the directory
+        return tok_pkg.from_pretrained(Path(directory))
     raise ValueError(f"unknown tokenizer description {spec!r} in the checkpoint")
 
 

@@ -34,13 +34,20 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 
 
 def matmul_params(cfg: Any) -> int:
-    """N of the formula: the model's parameters minus the embedding lookups, plus the (true-vocab) head."""
+    """N of the formula: the model's parameters minus the embedding lookups, plus the (true-vocab) head; for every
+    family GPTConfig describes (GQA's narrower key/value projections, SwiGLU's three matrices, RMSNorm's one vector)."""
     d, L, V = int(cfg.emb_dim), int(cfg.n_layers), int(cfg.vocab_size)
-    qkv = 3 * d * d + (3 * d if cfg.qkv_bias else 0)
-    attention = qkv + d * d + d                    # W_query/W_key/W_value, out_proj (weight + bias)
-    mlp = d * 4 * d + 4 * d + 4 * d * d + d        # layers.0 and layers.2 (weights + biases)
-    norms = 2 * 2 * d                              # norm1, norm2: scale and shift
-    return L * (attention + mlp + norms) + 2 * d + V * d   # + final_norm, + out_head
+    hd = int(getattr(cfg, "head_dim", None) or d // int(cfg.n_heads))
+    q, kv = int(cfg.n_heads) * hd, int(getattr(cfg, "n_kv_heads", None) or cfg.n_heads) * hd
+    qkv = d * (q + 2 * kv) + ((q + 2 * kv) if cfg.qkv_bias else 0)      # W_query/W_key/W_value
+    attention = qkv + q * d + (d if getattr(cfg, "out_bias", True) else 0)   # + out_proj
+    hidden, gated = int(getattr(cfg, "hidden_dim", None) or 4 * d), getattr(cfg, "mlp", "gelu") == "swiglu"
+    mlp = (3 if gated else 2) * d * hidden                              # layers.0/2, or fc1/fc2/fc3
+    if getattr(cfg, "mlp_bias", True):
+        mlp += (2 if gated else 1) * hidden + d
+    norm = (2 if getattr(cfg, "norm", "layernorm") == "layernorm" else 1) * d   # scale (+ shift)
+    qk_norm = 2 * hd if getattr(cfg, "qk_norm", False) else 0
+    return L * (attention + mlp + 2 * norm + qk_norm) + norm + V * d   # + final_norm, + out_head
 
 
 def flops_per_token(cfg: Any, seq_len: int | None = None) -> float:

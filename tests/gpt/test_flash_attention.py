@@ -115,3 +115,19 @@ def test_flash_config_is_ignored_by_torch_backend():
     a = GPTModel({**cfg, "flash_attention": True}, backend=B, seed=1)(np.arange(10)[None])
     b = GPTModel(cfg, backend=B, seed=1)(np.arange(10)[None])
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_flash_path_of_a_grouped_query_model_equals_the_plain_path():
+    """flash_attention=True with n_kv_heads < n_heads (Llama-style GQA) gives the sdpa path's logits and gradients."""
+    B = backends.get_backend("numpy", dtype="float64")
+    cfg = {"vocab_size": 40, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2, "drop_rate": 0.0,
+           "qkv_bias": False, "n_kv_heads": 2, "norm": "rmsnorm", "positions": "rope", "mlp": "swiglu"}
+    ids = np.random.default_rng(0).integers(0, 40, size=(2, 16))
+    outs = []
+    for flash in (False, True):
+        model = GPTModel({**cfg, "flash_attention": flash}, backend=B, seed=3)
+        logits = model(ids)
+        (logits * B.tensor(np.random.default_rng(1).standard_normal(logits.shape))).sum().backward()
+        outs.append([B.to_numpy(logits)] + [B.to_numpy(p.grad) for p in model.parameters()])
+    for a, b in zip(*outs):
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max()
