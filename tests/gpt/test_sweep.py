@@ -171,3 +171,11 @@ def test_space_json_round_trip_and_trial_settings():
     assert model_cfg["n_layers"] == 1 and model_cfg["vocab_size"] == 300
     assert (cfg.lr, cfg.min_lr, cfg.batch_size) == (3e-3, 3e-3 / 10, 4)
     assert sweep.parse_space(sweep.DEFAULT_SPACE)["lr"].log
+
+
+def test_a_storage_that_cannot_be_opened_exits_2_with_one_line(files, tmp_path, capsys):
+    text, space = files
+    assert main(sweep_args(tmp_path / "sw", text, space, 1, "--storage", "nosuchdb://host/db")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tinygpt: error: --storage nosuchdb://host/db: cannot open the "
+                                                   "study"), err
