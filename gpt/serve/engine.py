@@ -6,7 +6,8 @@ prefilled alone into a one-row KV cache, and that row is stacked onto the batch'
 one token per row per step, each row at its own position (`KVCache.set_row_lengths`: per-row position ids and a
 key mask per row, gpt/kv_cache.py) and with its own sampler (temperature, top-k, top-p and seed, drawn exactly as
 gpt.generate draws them), so every row gets the very tokens `generate_stream` would give it alone. A request
-leaves when it is done (end of text, max_tokens, or cancelled by its client) and its row is dropped from the cache.
+leaves when it is done (end of text or a stop id, max_tokens, or cancelled by its client) and its row is dropped
+from the cache.
 Pending requests wait in a bounded queue; `submit` raises QueueFull when it is full (the server answers 503).
 
 This module knows nothing of HTTP: a request reports through its `emit(kind, value)` callback, called from the
@@ -46,6 +47,7 @@ class GenerationRequest:
     top_p: float | None = None              # nucleus filter (None: off)
     seed: int | None = None                 # the sampler's seed, as `tinygpt generate --seed`
     eos_id: int | None = None               # stop before this id (finish_reason "stop")
+    stop_ids: tuple[int, ...] = ()          # more ids to stop before (a chat format's end-of-turn tokens)
     cancelled: bool = field(default=False, init=False)  # set by cancel(); the engine drops the row next step
     reported: bool = field(default=False, init=False)   # ("done", reason) has been emitted
 
@@ -193,7 +195,7 @@ class Engine:
         token, request = int(chosen[0]), row.request
         if request.cancelled:
             return
-        if request.eos_id is not None and token == request.eos_id:
+        if token == request.eos_id or token in request.stop_ids:
             request.cancel()
             self._finish(request, "stop")
             return
