@@ -34,6 +34,9 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="requests decoded together (default 16; 1: one at a time)")
     p.add_argument("--max-queue", type=positive(int, allow_zero=True), default=64, metavar="N",
                    help="requests that may wait for a batch row; more get 503 (default 64)")
+    p.add_argument("--max-context", type=positive(int), default=4096, metavar="N",
+                   help="tokens (prompt + answer) one request may have, at most the model's context (default 4096): "
+                        "each batch row's KV cache holds N tokens")
     p.add_argument("--max-body-bytes", type=positive(int), default=1 << 20, metavar="N",
                    help="largest request body; larger get 413 (default 1 MiB)")
     add_common_args(p)
@@ -63,8 +66,8 @@ def load_served_model(args: argparse.Namespace) -> Any:
         warn(f"note: the tokenizer of {args.checkpoint} lacks the special tokens of the {model.cfg.arch} chat format "
              f"({style}); chat completions use the {fmt} prompt")
     name = args.model_name or Path(args.checkpoint).resolve().name
-    return ServedModel(Engine(model, max_batch=args.max_batch, max_queue=args.max_queue), tok, name, eos_id=eos,
-                       chat_format=fmt, max_body_bytes=args.max_body_bytes)
+    engine = Engine(model, max_batch=args.max_batch, max_queue=args.max_queue, max_context=args.max_context)
+    return ServedModel(engine, tok, name, eos_id=eos, chat_format=fmt, max_body_bytes=args.max_body_bytes)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -69,14 +69,17 @@ class _Row:
 class Engine:
     """The background decoding loop over a model (gpt.GPTModel or any decoder taking `cache=`).
 
-    max_batch: rows decoded together (1: one request at a time); max_queue: requests that may wait for a row.
+    max_batch: rows decoded together (1: one request at a time); max_queue: requests that may wait for a row;
+    max_context: tokens (prompt + answer) a request may have, at most the model's context (None: all of it). Each
+    row's KV cache holds that many: Qwen3's context of 40960 tokens would take gigabytes per row.
     """
 
-    def __init__(self, model: Any, max_batch: int = 16, max_queue: int = 64):
-        if max_batch < 1 or max_queue < 0:
-            raise ValueError(f"max_batch={max_batch} must be >= 1 and max_queue={max_queue} >= 0")
+    def __init__(self, model: Any, max_batch: int = 16, max_queue: int = 64, max_context: int | None = None):
+        if max_batch < 1 or max_queue < 0 or (max_context is not None and max_context < 2):
+            raise ValueError(f"max_batch={max_batch} must be >= 1, max_queue={max_queue} >= 0 and max_context="
+                             f"{max_context} >= 2")
         self.model, self.B, self.max_batch, self.max_queue = model, model.B, int(max_batch), int(max_queue)
-        self.context_length = int(model.cfg.context_length)
+        self.context_length = min(int(model.cfg.context_length), int(max_context or model.cfg.context_length))
         self._pending: collections.deque[GenerationRequest] = collections.deque()
         self._rows: list[_Row] = []
         self._cache: Any = None
@@ -183,7 +186,7 @@ class Engine:
 
     def _prefill(self, request: GenerationRequest) -> tuple[_Row, tuple[Any, np.ndarray]]:
         """Run the prompt alone through a fresh one-row cache: (the row, (its cache, last logits (1, vocab)))."""
-        cache = self.model.new_kv_cache(1)
+        cache = self.model.new_kv_cache(1, max_len=self.context_length)
         ids = np.asarray([request.prompt_ids], dtype=np.int64)                # (1, n)
         with self.B.no_grad():
             logits = self.model(ids, cache=cache)                             # (1, n, vocab)

@@ -135,3 +135,19 @@ def test_stop_ids_end_a_row_before_the_first_of_them(model):
         engine._step(joining)
     assert [v for k, v in free_events if k == "token"] == solo and free_events[-1] == ("done", "length")
     assert [v for k, v in events if k == "token"] == solo[:cut] and events[-1] == ("done", "stop")
+
+
+def test_max_context_caps_requests_and_each_rows_cache(model):
+    engine = Engine(model, max_context=16)
+    assert engine.context_length == 16 and Engine(model, max_context=10_000).context_length == CFG["context_length"]
+    with pytest.raises(ValueError, match="a prompt of 10 tokens plus max_tokens=7 must fit the context of 16 tokens"):
+        engine.submit(GenerationRequest(list(range(10)), 7, lambda k, v: None))
+    events, emit = _collector()
+    req = GenerationRequest(list(range(10)), 6, emit)
+    row, (cache, _) = engine._prefill(req)
+    assert cache.max_len == 16
+    for joining in [[req]] + [[]] * 8:
+        engine._step(joining)
+    assert [v for k, v in events if k == "token"] == _solo(model, req)
+    with pytest.raises(ValueError, match="max_context=1 >= 2"):
+        Engine(model, max_context=1)
