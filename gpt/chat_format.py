@@ -25,9 +25,14 @@ def chat_style(arch: str) -> str:
     return CHAT_STYLES[arch]
 
 
+def _lookup(tok: Any, text: str) -> int | None:
+    """The id of special token `text` in `tok` (tokenizer.json's added tokens, or our BPE's special_tokens)."""
+    return tok.token_to_id(text) if hasattr(tok, "token_to_id") else getattr(tok, "special_tokens", {}).get(text)
+
+
 def _special(tok: Any, text: str) -> int:
     """The id of special token `text` in `tok`; ValueError naming it when the tokenizer lacks it."""
-    i = tok.token_to_id(text) if hasattr(tok, "token_to_id") else getattr(tok, "special_tokens", {}).get(text)
+    i = _lookup(tok, text)
     if i is None:
         raise ValueError(f"the tokenizer has no {text!r} token, which this chat format needs; use the model's "
                          f"own tokenizer.json")
@@ -56,8 +61,24 @@ def chat_prompt_ids(tok: Any, messages: Sequence[dict[str, str]], style: str) ->
 
 def stop_ids(tok: Any, style: str) -> list[int]:
     """The token ids that end an answer in this format (those the tokenizer has)."""
-    found = [tok.token_to_id(t) if hasattr(tok, "token_to_id") else None for t in _STOPS[style]]
+    found = [_lookup(tok, t) for t in _STOPS[style]]
     return [int(i) for i in found if i is not None]
 
 
-__all__ = ["CHAT_STYLES", "chat_style", "chat_prompt_ids", "stop_ids"]
+def answer_stop_ids(tok: Any, style: str) -> list[int]:
+    """stop_ids plus the tokenizer's own eos (tokenizer_config.json's eos_token) when it is another token: where
+    `tinygpt chat` and `tinygpt serve` end a family model's answer."""
+    stops = stop_ids(tok, style)
+    eos = getattr(tok, "eos_token_id", None)
+    return stops + [int(eos)] if eos is not None and int(eos) not in stops else stops
+
+
+def model_chat_style(model: Any, state: dict[str, Any]) -> str | None:
+    """The chat format a loaded model answers in: its family's (Llama 3, Qwen3) unless it was fine-tuned (a
+    `finetune instruct` model keeps the Alpaca prompt it learned); None for the book's Alpaca prompt."""
+    if (state.get("finetune") or {}).get("task"):
+        return None
+    return CHAT_STYLES.get(getattr(model.cfg, "arch", "gpt2"))
+
+
+__all__ = ["CHAT_STYLES", "chat_style", "chat_prompt_ids", "stop_ids", "answer_stop_ids", "model_chat_style"]

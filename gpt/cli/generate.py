@@ -108,7 +108,7 @@ def add_chat_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from gpt.chat_format import CHAT_STYLES
+    from gpt.chat_format import model_chat_style
     from gpt.training.finetune import load_finetuned
 
     _check_top_p(args)
@@ -117,7 +117,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if _task(state) == "classify":
         raise ValueError(f"{args.checkpoint} is a classifier; chat needs a `finetune instruct` model")
     # a Llama 3 / Qwen3 directory speaks its own chat format and keeps the conversation; a book model, Alpaca's
-    style = None if _task(state) else CHAT_STYLES.get(getattr(model.cfg, "arch", "gpt2"))
+    style = model_chat_style(model, state)
     if _task(state) != "instruct" and style is None:
         warn(f"note: {args.checkpoint} was not instruction-tuned (no `{PROG} finetune instruct` run): it continues "
              f"text rather than answering; fine-tune it with `{PROG} finetune instruct --init {args.checkpoint}`")
@@ -156,11 +156,12 @@ def _alpaca_turn(model: Any, tok: Any, args: argparse.Namespace) -> Callable[[st
 
 
 def _family_turn(model: Any, tok: Any, style: str, args: argparse.Namespace) -> Callable[[str], Any]:
-    """A conversation in the family's chat format: each answer ends at an end-of-turn token and joins the history."""
-    from gpt.chat_format import chat_prompt_ids, stop_ids
+    """A conversation in the family's chat format: each answer ends at an end-of-turn token (or the tokenizer's
+    eos) and joins the history."""
+    from gpt.chat_format import answer_stop_ids, chat_prompt_ids
 
     history: list[dict[str, str]] = []
-    stops = set(stop_ids(tok, style))
+    stops = set(answer_stop_ids(tok, style))
 
     def ask(question: str) -> Any:
         history.append({"role": "user", "content": question})

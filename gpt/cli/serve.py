@@ -1,8 +1,10 @@
 """`tinygpt serve`: the OpenAI-compatible HTTP server and chat page of gpt/serve/ (issue 17) as a command.
 
 Loads what `tinygpt generate` and `tinygpt chat` load (gpt.training.finetune.load_finetuned: a `train`/`finetune`
-run, a checkpoint, a Hugging Face GPT-2 directory), starts the batched engine and serves it with uvicorn. SIGTERM or Ctrl-C stop taking new
-connections, let the requests in flight finish, and exit 0. Needs `pip install "tinygpt[serve]"`.
+run, a checkpoint, a Hugging Face GPT-2, Llama or Qwen3 directory) and chats in the format `tinygpt chat` uses (a
+Llama 3 / Qwen3 model's own, Alpaca's for the book's runs), starts the batched engine and serves it with uvicorn.
+SIGTERM or Ctrl-C stop taking new connections, let the requests in flight finish, and exit 0. Needs
+`pip install "tinygpt[serve]"`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from gpt.cli.common import DEFAULT_RUN_DIR, PROG, add_common_args, make_backend, positive, say
+from gpt.cli.common import DEFAULT_RUN_DIR, PROG, add_common_args, make_backend, positive, say, warn
 
 
 def add_serve_command(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +24,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                                    "/v1/chat/completions (OpenAI's API, streaming included), GET /health, and a "
                                    "chat page at GET /. Requests that arrive together are generated together.")
     p.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN_DIR,
-                   help="a `train`/`finetune` run directory, a checkpoint, or a Hugging Face GPT-2 directory")
+                   help="a `train`/`finetune` run directory, a checkpoint, or a Hugging Face GPT-2, Llama or "
+                        "Qwen3 directory (with its tokenizer.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=positive(int, allow_zero=True), default=8000,
                    help="TCP port (default 8000; 0: any free port, printed at start)")
@@ -31,6 +34,9 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="requests decoded together (default 16; 1: one at a time)")
     p.add_argument("--max-queue", type=positive(int, allow_zero=True), default=64, metavar="N",
                    help="requests that may wait for a batch row; more get 503 (default 64)")
+    p.add_argument("--max-context", type=positive(int), default=4096, metavar="N",
+                   help="tokens (prompt + answer) one request may have, at most the model's context (default 4096): "
+                        "each batch row's KV cache holds N tokens")
     p.add_argument("--max-body-bytes", type=positive(int), default=1 << 20, metavar="N",
                    help="largest request body; larger get 413 (default 1 MiB)")
     add_common_args(p)
@@ -39,6 +45,7 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
 
 def load_served_model(args: argparse.Namespace) -> Any:
     """The ServedModel the flags describe: the model, its tokenizer, its chat format and a (not started) engine."""
+    from gpt.chat_format import model_chat_style
     from gpt.classify import end_of_text_id
     from gpt.serve.app import ServedModel
     from gpt.serve.engine import Engine
@@ -53,9 +60,14 @@ def load_served_model(args: argparse.Namespace) -> Any:
         eos = end_of_text_id(tok)
     except ValueError:
         eos = None
+    style = model_chat_style(model, state)
+    fmt = chat_format(state, style, tok)
+    if style and fmt != style:
+        warn(f"note: the tokenizer of {args.checkpoint} lacks the special tokens of the {model.cfg.arch} chat format "
+             f"({style}); chat completions use the {fmt} prompt")
     name = args.model_name or Path(args.checkpoint).resolve().name
-    return ServedModel(Engine(model, max_batch=args.max_batch, max_queue=args.max_queue), tok, name, eos_id=eos,
-                       chat_format=chat_format(state), max_body_bytes=args.max_body_bytes)
+    engine = Engine(model, max_batch=args.max_batch, max_queue=args.max_queue, max_context=args.max_context)
+    return ServedModel(engine, tok, name, eos_id=eos, chat_format=fmt, max_body_bytes=args.max_body_bytes)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Engine, EngineStopped, GenerationRequest, QueueFull
-from .prompts import TextStream, encode_prompt, render_chat
+from .prompts import TextStream, chat_prompt, chat_stop_ids, encode_prompt
 
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 DEFAULT_COMPLETION_TOKENS = 16   # OpenAI's default max_tokens for /v1/completions
@@ -38,7 +38,7 @@ class ServedModel:
     tokenizer: Any
     name: str                               # the only `model` id requests may name
     eos_id: int | None = None               # generation stops before it (finish_reason "stop")
-    chat_format: str = "alpaca"             # gpt/serve/prompts.py CHAT_FORMATS
+    chat_format: str = "alpaca"             # gpt/serve/prompts.py: CHAT_FORMATS or a FAMILY_FORMATS style
     max_body_bytes: int = 1 << 20           # larger request bodies get 413
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -174,8 +174,9 @@ class _Job:
 
 
 def _submit(served: ServedModel, params: SamplingParams, ids: list[int], default_max: int, param: str,
-            what: str) -> _Job:
-    """Check the prompt (`what`, from field `param`) and max_tokens against the context and queue the request."""
+            what: str, stop_ids: list[int] | None = None) -> _Job:
+    """Check the prompt (`what`, from field `param`) and max_tokens against the context and queue the request;
+    it ends before `stop_ids` when given (a chat format's own), else before the model's end of text."""
     ctx, n = served.context_length, len(ids)
     if len(_stops(params)) > 4:
         raise APIError(400, f"stop: at most 4 stop strings, got {len(_stops(params))}", param="stop")
@@ -193,7 +194,8 @@ def _submit(served: ServedModel, params: SamplingParams, ids: list[int], default
     top_p = None if params.top_p in (None, 1.0) else params.top_p
     job.request = GenerationRequest(ids, max_tokens, job.emit, temperature=1.0 if params.temperature is None
                                     else params.temperature, top_k=params.top_k, top_p=top_p, seed=params.seed,
-                                    eos_id=served.eos_id)
+                                    eos_id=served.eos_id if stop_ids is None else None,
+                                    stop_ids=tuple(stop_ids or ()))
     try:
         served.engine.submit(job.request)
     except QueueFull as e:
@@ -302,12 +304,13 @@ def _add_routes(app: FastAPI, served: ServedModel) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         params = await _parse(request, ChatCompletionRequest, served)
-        try:
-            prompt = render_chat([m.model_dump() for m in params.messages], served.chat_format)
+        fmt = served.chat_format
+        try:   # the prompt as ids: a family format's special tokens are ids, never text a user could type
+            ids = chat_prompt(served.tokenizer, [m.model_dump() for m in params.messages], fmt)
         except ValueError as e:
             raise APIError(400, str(e), param="messages") from None
-        ids = encode_prompt(served.tokenizer, prompt)
-        job = _submit(served, params, ids, served.context_length, "messages", "conversation")
+        stops = chat_stop_ids(served.tokenizer, fmt) or None   # None: the model's end of text, as completions
+        job = _submit(served, params, ids, served.context_length, "messages", "conversation", stops)
         out = _respond(served, params, job, chat=True)
         return out if params.stream else await out
 

@@ -6,7 +6,8 @@ prefilled alone into a one-row KV cache, and that row is stacked onto the batch'
 one token per row per step, each row at its own position (`KVCache.set_row_lengths`: per-row position ids and a
 key mask per row, gpt/kv_cache.py) and with its own sampler (temperature, top-k, top-p and seed, drawn exactly as
 gpt.generate draws them), so every row gets the very tokens `generate_stream` would give it alone. A request
-leaves when it is done (end of text, max_tokens, or cancelled by its client) and its row is dropped from the cache.
+leaves when it is done (end of text or a stop id, max_tokens, or cancelled by its client) and its row is dropped
+from the cache.
 Pending requests wait in a bounded queue; `submit` raises QueueFull when it is full (the server answers 503).
 
 This module knows nothing of HTTP: a request reports through its `emit(kind, value)` callback, called from the
@@ -46,6 +47,7 @@ class GenerationRequest:
     top_p: float | None = None              # nucleus filter (None: off)
     seed: int | None = None                 # the sampler's seed, as `tinygpt generate --seed`
     eos_id: int | None = None               # stop before this id (finish_reason "stop")
+    stop_ids: tuple[int, ...] = ()          # more ids to stop before (a chat format's end-of-turn tokens)
     cancelled: bool = field(default=False, init=False)  # set by cancel(); the engine drops the row next step
     reported: bool = field(default=False, init=False)   # ("done", reason) has been emitted
 
@@ -67,14 +69,17 @@ class _Row:
 class Engine:
     """The background decoding loop over a model (gpt.GPTModel or any decoder taking `cache=`).
 
-    max_batch: rows decoded together (1: one request at a time); max_queue: requests that may wait for a row.
+    max_batch: rows decoded together (1: one request at a time); max_queue: requests that may wait for a row;
+    max_context: tokens (prompt + answer) a request may have, at most the model's context (None: all of it). Each
+    row's KV cache holds that many: Qwen3's context of 40960 tokens would take gigabytes per row.
     """
 
-    def __init__(self, model: Any, max_batch: int = 16, max_queue: int = 64):
-        if max_batch < 1 or max_queue < 0:
-            raise ValueError(f"max_batch={max_batch} must be >= 1 and max_queue={max_queue} >= 0")
+    def __init__(self, model: Any, max_batch: int = 16, max_queue: int = 64, max_context: int | None = None):
+        if max_batch < 1 or max_queue < 0 or (max_context is not None and max_context < 2):
+            raise ValueError(f"max_batch={max_batch} must be >= 1, max_queue={max_queue} >= 0 and max_context="
+                             f"{max_context} >= 2")
         self.model, self.B, self.max_batch, self.max_queue = model, model.B, int(max_batch), int(max_queue)
-        self.context_length = int(model.cfg.context_length)
+        self.context_length = min(int(model.cfg.context_length), int(max_context or model.cfg.context_length))
         self._pending: collections.deque[GenerationRequest] = collections.deque()
         self._rows: list[_Row] = []
         self._cache: Any = None
@@ -181,7 +186,7 @@ class Engine:
 
     def _prefill(self, request: GenerationRequest) -> tuple[_Row, tuple[Any, np.ndarray]]:
         """Run the prompt alone through a fresh one-row cache: (the row, (its cache, last logits (1, vocab)))."""
-        cache = self.model.new_kv_cache(1)
+        cache = self.model.new_kv_cache(1, max_len=self.context_length)
         ids = np.asarray([request.prompt_ids], dtype=np.int64)                # (1, n)
         with self.B.no_grad():
             logits = self.model(ids, cache=cache)                             # (1, n, vocab)
@@ -193,7 +198,7 @@ class Engine:
         token, request = int(chosen[0]), row.request
         if request.cancelled:
             return
-        if request.eos_id is not None and token == request.eos_id:
+        if token == request.eos_id or token in request.stop_ids:
             request.cancel()
             self._finish(request, "stop")
             return

@@ -3,13 +3,16 @@
 Our instruction-tuned runs learned the book's Alpaca prompt (ch. 7, gpt/instruct.py): each user turn becomes
 `format_chat_prompt(question)` (header, "### Instruction:", the question, "### Response:"), each assistant turn
 its answer after it, turns separated by a blank line as the training texts are, and a system message, when given,
-replaces the Alpaca header line. A model directory with its own chat format registers a renderer in CHAT_FORMATS.
+replaces the Alpaca header line. A text format registers its renderer in CHAT_FORMATS. A model family with a chat
+format of its own (Qwen3's ChatML, Llama 3's headers: gpt/chat_format.py, as `tinygpt chat` uses them) is built as
+token ids instead, its special tokens by id, and its answer ends at the format's end-of-turn ids.
 """
 from __future__ import annotations
 
 import codecs
 from typing import Any, Callable, Sequence
 
+from gpt.chat_format import CHAT_STYLES, answer_stop_ids, chat_prompt_ids
 from gpt.instruct import PROMPT_HEADER, format_chat_prompt
 
 
@@ -27,21 +30,51 @@ def render_alpaca(messages: Sequence[dict[str, str]]) -> str:
 
 
 CHAT_FORMATS: dict[str, Callable[[Sequence[dict[str, str]]], str]] = {"alpaca": render_alpaca}
+FAMILY_FORMATS = frozenset(CHAT_STYLES.values())   # "chatml", "llama3": prompts built as ids (gpt/chat_format.py)
 
 
-def chat_format(state: dict[str, Any]) -> str:
-    """The name of a loaded model's chat format: its checkpoint's `chat_format`, else the book's Alpaca prompt."""
+def chat_format(state: dict[str, Any], style: str | None = None, tok: Any = None) -> str:
+    """The name of a loaded model's chat format: `style` (gpt.chat_format.model_chat_style: the family's own) when
+    given and `tok`, if given, has its special tokens; else its checkpoint's `chat_format`; else Alpaca's."""
+    if style is not None:
+        if style not in FAMILY_FORMATS:
+            raise ValueError(f"unknown chat style {style!r}; known styles are {sorted(FAMILY_FORMATS)}")
+        try:
+            if tok is not None:
+                chat_prompt_ids(tok, [{"role": "user", "content": ""}], style)
+            return style
+        except ValueError:   # a tokenizer without the format's special tokens (a `train --arch qwen3` BPE)
+            pass
     name = state.get("chat_format") or "alpaca"
     if name not in CHAT_FORMATS:
         raise ValueError(f"unknown chat format {name!r}; known formats are {sorted(CHAT_FORMATS)}")
     return name
 
 
-def render_chat(messages: Sequence[dict[str, str]], fmt: str = "alpaca") -> str:
-    """The prompt for `messages` (dicts with role and content) in chat format `fmt`; the last must be the user's."""
+def _check_turns(messages: Sequence[dict[str, str]]) -> None:
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("the last message must have role 'user': the model answers the user")
+
+
+def render_chat(messages: Sequence[dict[str, str]], fmt: str = "alpaca") -> str:
+    """The prompt for `messages` (dicts with role and content) in chat format `fmt`; the last must be the user's."""
+    _check_turns(messages)
     return CHAT_FORMATS[fmt](messages)
+
+
+def chat_prompt(tok: Any, messages: Sequence[dict[str, str]], fmt: str = "alpaca") -> list[int]:
+    """Token ids of the prompt for `messages` in chat format `fmt`: a family format as `tinygpt chat` builds it
+    (chat_prompt_ids), a text format rendered and encoded as `tinygpt generate` encodes a prompt."""
+    if fmt in FAMILY_FORMATS:
+        _check_turns(messages)
+        return chat_prompt_ids(tok, messages, fmt)
+    return encode_prompt(tok, render_chat(messages, fmt))
+
+
+def chat_stop_ids(tok: Any, fmt: str) -> list[int]:
+    """The ids that end an answer in chat format `fmt`: a family format's end-of-turn ids and the tokenizer's eos
+    (as `tinygpt chat`); [] for a text format, whose answers end at the model's end of text as completions do."""
+    return answer_stop_ids(tok, fmt) if fmt in FAMILY_FORMATS else []
 
 
 def encode_prompt(tok: Any, text: str) -> list[int]:
@@ -87,4 +120,5 @@ class TextStream:
         return text[:len(text) - keep]
 
 
-__all__ = ["render_alpaca", "CHAT_FORMATS", "chat_format", "render_chat", "encode_prompt", "TextStream"]
+__all__ = ["render_alpaca", "CHAT_FORMATS", "FAMILY_FORMATS", "chat_format", "render_chat", "chat_prompt",
+           "chat_stop_ids", "encode_prompt", "TextStream"]

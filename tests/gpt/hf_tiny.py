@@ -53,13 +53,14 @@ def hf_config(kind: str, vocab: int = 97, context: int = 64, **overrides):
                                        "rope_theta": 1000000.0, **overrides})
 
 
-def make_hf_dir(kind: str, path, seed: int = 0, vocab: int = 97, context: int = 64, **save_kwargs):
-    """A random tiny transformers model saved to `path`; returns it in float64 eval mode (norm scales randomised
-    too, so a swapped or ignored norm weight shows)."""
+def make_hf_dir(kind: str, path, seed: int = 0, vocab: int = 97, context: int = 64, config: dict | None = None,
+                **save_kwargs):
+    """A random tiny transformers model saved to `path` (`config`: hf_config overrides); returns it in float64
+    eval mode (norm scales randomised too, so a swapped or ignored norm weight shows)."""
     torch.manual_seed(seed)
     cls = transformers.LlamaForCausalLM if kind == "llama" else transformers.Qwen3ForCausalLM
     with exact_float64():
-        model = cls(hf_config(kind, vocab, context))
+        model = cls(hf_config(kind, vocab, context, **(config or {})))
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim == 1:

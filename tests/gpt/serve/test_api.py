@@ -349,3 +349,18 @@ def test_a_lora_instruct_run_answers_as_tinygpt_chat_does(tmp_path, monkeypatch,
         assert r.choices[0].message.content + "\n" == printed and len(printed) > 1
     finally:
         s.stop()
+
+
+def test_max_context_caps_what_a_request_may_ask(tiny_checkpoint):
+    """`--max-context 40`: /v1/models reports it, a request within it is answered as alone, one past it refused."""
+    s = start_server(tiny_checkpoint, "--max-context", "40")
+    try:
+        models = client(s).models.list().data
+        assert [m.model_dump()["context_length"] for m in models] == [40]
+        c = client(s).completions.create(model="tiny", prompt="p" * 30, max_tokens=10, temperature=0)
+        assert c.choices[0].text == reference_text(tiny_checkpoint, [ord("p")] * 30, 10)[0]
+        status, got = post(s, "/v1/completions", {"model": "tiny", "prompt": "p" * 30, "max_tokens": 11})
+        assert status == 400 and got["error"]["message"] == (
+            "max_tokens=11 plus the prompt's 30 tokens exceed the model's context of 40 tokens; ask for at most 10")
+    finally:
+        s.stop()

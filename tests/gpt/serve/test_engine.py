@@ -120,3 +120,34 @@ def test_bounded_queue_refuses_and_bad_lengths_raise(model):
         engine.submit(GenerationRequest([1], 1, lambda k, v: None))
     with pytest.raises(ValueError, match="plus max_tokens=48 must fit the context of 48 tokens"):
         engine.submit(GenerationRequest([1], 48, lambda k, v: None))
+
+
+def test_stop_ids_end_a_row_before_the_first_of_them(model):
+    """A chat format's end-of-turn ids: a row ends before the first one it samples ("stop"), its batch-mate runs on."""
+    free_events, free_emit = _collector()
+    free = GenerationRequest([5, 9, 2], 20, free_emit)
+    solo = _solo(model, free)
+    cut = next(i for i in range(2, len(solo)) if solo[i] not in solo[:i])   # a token first seen late in the answer
+    events, emit = _collector()
+    stopped = GenerationRequest([5, 9, 2], 20, emit, stop_ids=(CFG["vocab_size"] + 1, solo[cut]))
+    engine = Engine(model)
+    for joining in [[free, stopped]] + [[]] * 25:
+        engine._step(joining)
+    assert [v for k, v in free_events if k == "token"] == solo and free_events[-1] == ("done", "length")
+    assert [v for k, v in events if k == "token"] == solo[:cut] and events[-1] == ("done", "stop")
+
+
+def test_max_context_caps_requests_and_each_rows_cache(model):
+    engine = Engine(model, max_context=16)
+    assert engine.context_length == 16 and Engine(model, max_context=10_000).context_length == CFG["context_length"]
+    with pytest.raises(ValueError, match="a prompt of 10 tokens plus max_tokens=7 must fit the context of 16 tokens"):
+        engine.submit(GenerationRequest(list(range(10)), 7, lambda k, v: None))
+    events, emit = _collector()
+    req = GenerationRequest(list(range(10)), 6, emit)
+    row, (cache, _) = engine._prefill(req)
+    assert cache.max_len == 16
+    for joining in [[req]] + [[]] * 8:
+        engine._step(joining)
+    assert [v for k, v in events if k == "token"] == _solo(model, req)
+    with pytest.raises(ValueError, match="max_context=1 >= 2"):
+        Engine(model, max_context=1)

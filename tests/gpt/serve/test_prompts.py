@@ -1,5 +1,5 @@
-"""Chat rendering (the book's Alpaca prompt) and the token -> text stream with stop strings (gpt/serve/prompts.py),
-plus the KV cache's per-row lengths bookkeeping they rely on."""
+"""Chat rendering (the book's Alpaca prompt; a family's own format as ids) and the token -> text stream with stop
+strings (gpt/serve/prompts.py), plus the KV cache's per-row lengths bookkeeping they rely on."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,8 @@ import backends
 from gpt import GPTModel
 from gpt.training.corpus import bytes_tokenizer
 from gpt.instruct import PROMPT_HEADER, format_chat_prompt
-from gpt.serve.prompts import TextStream, chat_format, render_chat
+from gpt.chat_format import answer_stop_ids, chat_prompt_ids
+from gpt.serve.prompts import TextStream, chat_format, chat_prompt, chat_stop_ids, encode_prompt, render_chat
 
 
 def _stream(text, stop, tok=None):
@@ -46,6 +47,29 @@ def test_alpaca_rendering_of_system_and_turns():
         render_chat(msgs[:3])
     with pytest.raises(ValueError, match=r"unknown chat format 'chatml'; known formats are \['alpaca'\]"):
         chat_format({"chat_format": "chatml"})
+
+
+def test_chat_prompt_ids_per_format_and_the_family_fallback():
+    """Alpaca: the rendered text encoded as a completion prompt, ending at eos; a family format: gpt.chat_format's
+    ids and end-of-turn ids; a family whose tokenizer lacks its special tokens falls back to the checkpoint's."""
+    import tokenizer
+
+    bytes_tok = bytes_tokenizer()
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}]
+    assert chat_prompt(bytes_tok, msgs) == encode_prompt(bytes_tok, render_chat(msgs))
+    assert chat_stop_ids(bytes_tok, "alpaca") == []
+    chatml = tokenizer.BPETokenizer.train("user assistant Hi there " * 20, vocab_size=270, pattern="gpt2",
+                                          special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>",
+                                                          "</think>"])
+    assert chat_prompt(chatml, msgs, "chatml") == chat_prompt_ids(chatml, msgs, "chatml")
+    assert chat_stop_ids(chatml, "chatml") == answer_stop_ids(chatml, "chatml") == [
+        chatml.special_tokens["<|im_end|>"], chatml.special_tokens["<|endoftext|>"]]
+    with pytest.raises(ValueError, match="the last message must have role 'user'"):
+        chat_prompt(chatml, msgs[:1], "chatml")
+    assert chat_format({}, "chatml", chatml) == "chatml" and chat_format({}, "chatml") == "chatml"
+    assert chat_format({}, "chatml", bytes_tok) == "alpaca" and chat_format({}, "llama3", chatml) == "alpaca"
+    with pytest.raises(ValueError, match=r"unknown chat style 'alpaca'; known styles are \['chatml', 'llama3'\]"):
+        chat_format({}, "alpaca")
 
 
 def test_row_lengths_positions_and_key_mask():
