@@ -62,6 +62,11 @@ class BertConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def qkv_bias(self) -> bool:
+        """BERT's query/key/value projections always have biases (the FLOP count reads this, as for GPTConfig)."""
+        return True
+
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "hidden_dim",
                      "type_vocab_size"):
@@ -227,11 +232,38 @@ class BertModel(Module):
 
     def forward(self, idx: Any, attention_mask: Any = None, token_type_ids: Any = None) -> Any:
         """Masked-LM logits (b, t, vocab_size) for token ids (b, t); attention_mask (b, t): 1 = real, 0 = padding."""
+        if self.mlm_head is None:
+            raise ValueError("this BERT carries a classification head instead of the masked-LM one; use classify()")
         return self.mlm_head(self.encode(idx, attention_mask, token_type_ids))
 
     def pooled(self, idx: Any, attention_mask: Any = None, token_type_ids: Any = None) -> Any:
         """The pooler's tanh(W·h_[CLS] + b), (b, emb_dim): the input of a sequence classifier."""
         return self.pooler(self.encode(idx, attention_mask, token_type_ids))
+
+    # ---- sequence classification (the paper's §4.1: a softmax layer over the pooled [CLS]) ----
+    def replace_head(self, num_classes: int, seed: int = 123) -> "BertModel":
+        """Swap the masked-LM head for a seeded Linear(emb_dim, num_classes) on the pooled [CLS] (the weights of
+        BertForSequenceClassification's `classifier`); forward() is then unavailable and classify() gives logits."""
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes} must be >= 2")
+        self.mlm_head = None  # the tied decoder goes with it: tok_emb stays, under its own name
+        self.classifier = Linear(self.B, self.cfg.emb_dim, int(num_classes), rng=np.random.default_rng(seed))
+        return self
+
+    def classify(self, idx: Any, attention_mask: Any = None) -> Any:
+        """Class logits (b, num_classes) from the pooled [CLS]; attention_mask defaults to ids != pad_token_id
+        (right-padded batches, as gpt.classify's datasets are)."""
+        if getattr(self, "classifier", None) is None:
+            raise ValueError("this BERT has no classification head; call replace_head(num_classes) first")
+        if attention_mask is None:
+            attention_mask = (np.asarray(to_numpy_any(idx)) != self.cfg.pad_token_id).astype(np.int64)
+        return self.classifier(self.pooled(idx, attention_mask))
+
+    def trainable_parts(self, trainable: str) -> list[Module]:
+        """The modules gpt.classify.set_trainable unfreezes: the head ("head": pooler + classifier), plus the last
+        block ("last-block"), or nothing to add ("all": every parameter trains)."""
+        head = [self.pooler] + ([self.classifier] if getattr(self, "classifier", None) is not None else [])
+        return {"head": head, "last-block": [self.trf_blocks[-1], *head], "all": []}[trainable]
 
 
 # ---- Hugging Face BertForMaskedLM -----------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ a later epoch (in another batch) gets fresh masks: RoBERTa's dynamic masking (Li
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,11 +124,10 @@ class MaskedLMDataset:
         return inputs, labels, np.ones_like(ids)
 
 
-def mlm_loss(model: Any, inputs: np.ndarray, labels: np.ndarray, attention_mask: np.ndarray | None = None) -> Any:
-    """Mean cross-entropy of the masked-LM head at the labelled positions only (labels != -100).
-
-    Equal to cross_entropy(model(inputs, attention_mask), labels, ignore_index=-100), but the vocabulary-sized head
-    runs on the ~15% of rows that carry a label instead of on all of them."""
+def mlm_logits(model: Any, inputs: np.ndarray, labels: np.ndarray, attention_mask: np.ndarray | None = None
+               ) -> tuple[Any, np.ndarray]:
+    """(logits (n, vocab), targets (n,)) of the masked-LM head at the n labelled positions (labels != -100) only:
+    the vocabulary-sized head runs on the ~15% of rows that carry a label instead of on all of them."""
     B = model.B
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.flatnonzero(labels.reshape(-1) != -100)
@@ -134,7 +135,14 @@ def mlm_loss(model: Any, inputs: np.ndarray, labels: np.ndarray, attention_mask:
         raise ValueError("the batch has no labelled position (every label is -100); nothing to predict")
     hidden = model.encode(inputs, attention_mask)  # (b, t, d)
     picked = hidden.reshape(-1, hidden.shape[-1])[B.tensor(rows)]  # (n, d)
-    return B.F.cross_entropy(model.mlm_head(picked), B.tensor(labels.reshape(-1)[rows]))
+    return model.mlm_head(picked), labels.reshape(-1)[rows]
+
+
+def mlm_loss(model: Any, inputs: np.ndarray, labels: np.ndarray, attention_mask: np.ndarray | None = None) -> Any:
+    """Mean cross-entropy at the labelled positions: equal to cross_entropy(model(inputs, attention_mask), labels,
+    ignore_index=-100), computed through mlm_logits."""
+    logits, targets = mlm_logits(model, inputs, labels, attention_mask)
+    return model.B.F.cross_entropy(logits, model.B.tensor(targets))
 
 
 def encode_with_masks(tokenizer: Any, text: str, special: SpecialIds, context_length: int) -> np.ndarray:
@@ -176,5 +184,81 @@ def fill_mask(model: Any, tokenizer: Any, text: str, special: SpecialIds, top_k:
     return out
 
 
+class BertInputs:
+    """A tokenizer whose encode(text) is BERT's single-sentence input [CLS] + ids + [SEP] (Devlin et al. 2019,
+    fig. 2), for datasets that pad what encode returns (gpt.classify.SpamDataset); decode is the tokenizer's."""
+
+    def __init__(self, tokenizer: Any, special: SpecialIds):
+        self.tokenizer, self.special = tokenizer, special
+
+    def encode(self, text: str) -> list[int]:
+        return [self.special.cls, *(int(i) for i in self.tokenizer.encode(text)), self.special.sep]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        keep = [int(i) for i in ids if int(i) not in self.special.all()]
+        return self.tokenizer.decode(keep)
+
+
+def is_masked_lm(path: str | Path) -> bool:
+    """True for a `train --arch bert` run or checkpoint, or a Hugging Face directory with model_type "bert"."""
+    from gpt.training.checkpoint import find_checkpoint, is_checkpoint_dir
+
+    path = Path(path)
+    hf_config = path / "config.json"
+    if hf_config.is_file() and not is_checkpoint_dir(path):
+        try:
+            return json.loads(hf_config.read_text(encoding="utf-8")).get("model_type") == "bert"
+        except (OSError, ValueError):
+            return False
+    try:
+        state = json.loads((find_checkpoint(path) / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return state.get("arch") == "bert" or (state.get("finetune") or {}).get("arch") == "bert"
+
+
+def load_masked_lm(path: str | Path, backend: Any) -> tuple[Any, Any, SpecialIds, dict]:
+    """(BertModel in eval mode, tokenizer, special ids, state) from a `tinygpt train --arch bert` run or
+    checkpoint, or a Hugging Face BERT directory (config.json + model.safetensors + vocab.txt; its state describes
+    the tokenizer as {"kind": "pretrained", "path": DIR}); a decoder's checkpoint (GPT-2 and the like) is a
+    ValueError that says so."""
+    from gpt.bert import BertModel, load_hf_bert
+    from gpt.training.checkpoint import INDEX_FILE, is_checkpoint_dir, read_checkpoint
+    from gpt.training.corpus import load_tokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; give a `tinygpt train --arch bert` --out "
+                                f"directory or a Hugging Face BERT directory")
+    hf_config = path / "config.json"
+    if hf_config.is_file() and not is_checkpoint_dir(path) and not (path / INDEX_FILE).is_file():
+        model_type = json.loads(hf_config.read_text(encoding="utf-8")).get("model_type")
+        if model_type != "bert":
+            raise ValueError(f"{path} holds a {model_type!r} model, not a masked-LM encoder; fill-mask needs a BERT "
+                             f"(model_type 'bert') or a `tinygpt train --arch bert` run")
+        import tokenizer as tok_pkg
+
+        model, tok = load_hf_bert(path, backend=backend), tok_pkg.from_pretrained(path)
+        special, _ = special_ids_for(tok, model.cfg.vocab_size)
+        if max(special.all()) >= model.cfg.vocab_size:
+            raise ValueError(f"{path}: the tokenizer has no [PAD]/[CLS]/[SEP]/[MASK] tokens; is its vocab.txt BERT's?")
+        state = {"arch": "bert", "tokenizer": {"kind": "pretrained", "path": str(path.resolve())},
+                 "mlm": {"special_ids": special.to_dict()}}
+        return model, tok, special, state
+    ckpt = read_checkpoint(path, with_optimizer=False)
+    if ckpt.state.get("finetune"):
+        raise ValueError(f"{ckpt.path} is a fine-tuned {ckpt.state['finetune'].get('task')} model, without a "
+                         f"masked-LM head; fill-mask needs a `tinygpt train --arch bert` run")
+    arch = ckpt.state.get("arch", "gpt2")
+    if arch != "bert":
+        raise ValueError(f"{ckpt.path} is a {arch} checkpoint, a decoder without a masked-LM head; fill-mask needs "
+                         f"one trained with `tinygpt train --arch bert`")
+    model = BertModel(ckpt.state["model_config"], backend=backend, seed=0)
+    model.load_state_dict(ckpt.weights)
+    model.eval()
+    tok = load_tokenizer(ckpt.state["tokenizer"], ckpt.path)
+    return model, tok, SpecialIds(**ckpt.state["mlm"]["special_ids"]), ckpt.state
+
+
 __all__ = ["SPECIAL_TOKENS", "SpecialIds", "special_ids_for", "MaskingConfig", "mask_tokens", "MaskedLMDataset",
-           "mlm_loss", "encode_with_masks", "fill_mask"]
+           "mlm_logits", "mlm_loss", "encode_with_masks", "fill_mask", "load_masked_lm", "is_masked_lm", "BertInputs"]

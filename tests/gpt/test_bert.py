@@ -169,3 +169,17 @@ def test_model_input_errors():
         model(np.full((1, 2), 60))
     with pytest.raises(ValueError, match=r"token_type_ids values must lie in \[0, 2\)"):
         model(np.zeros((1, 2), dtype=np.int64), token_type_ids=np.full((1, 2), 2))
+
+
+def test_classify_is_a_linear_head_on_the_pooled_cls_with_padding_masked(hf_dir):
+    B = backends.get_backend("numpy", dtype="float64")
+    model = load_hf_bert(hf_dir[0], backend=B).replace_head(3, seed=1)
+    ids, am, _ = _batch()  # padded with id 0, the config's pad_token_id; real ids are >= 1
+    got = B.to_numpy(model.classify(ids))
+    pooled = B.to_numpy(model.pooled(ids, attention_mask=am))
+    w, b = B.to_numpy(model.classifier.weight), B.to_numpy(model.classifier.bias)
+    assert got.shape == (3, 3)
+    np.testing.assert_allclose(got, pooled @ w.T + b, rtol=0, atol=1e-14)
+    assert "mlm_head.bias" not in model.state_dict() and "classifier.weight" in model.state_dict()
+    with pytest.raises(ValueError, match="carries a classification head instead of the masked-LM one"):
+        model(ids)
