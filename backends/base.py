@@ -22,6 +22,7 @@ class Backend(abc.ABC):
     dtype_name: str    # default float dtype for parameters and activations, e.g. "float32"
     device: str        # "cpu" or "cuda[:N]"
     F: Any             # torch.nn.functional-compatible namespace
+    supports_ddp: bool = False   # True where PyTorch's DistributedDataParallel can wrap B.module(model)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} dtype={self.dtype_name!r} device={self.device!r}>"
@@ -116,6 +117,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); a no-op on the CPU."""
+
+    def device_name(self) -> str:
+        """The accelerator's name as its driver reports it (e.g. "NVIDIA H100 80GB HBM3"); "cpu" on the CPU."""
+        return "cpu"
+
+    def flash_attention(self, query: Any, key: Any, value: Any, dropout_p: float = 0.0,
+                        is_causal: bool = False) -> Any:
+        """Memory-efficient attention (the FlashAttention algorithm): the engine's tiled kernel where it has one,
+        else `F.scaled_dot_product_attention` (torch's already picks such a kernel itself)."""
+        return self.F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal)
 
 
 class NullGradScaler:

@@ -44,3 +44,7 @@ class CupyBackend(NumpyBackend):
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
+
+    def device_name(self) -> str:
+        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        return props["name"].decode()

@@ -124,3 +124,7 @@ class NumpyBackend(Backend):
 
     def synchronize(self) -> None:
         return None
+
+    def flash_attention(self, query: Any, key: Any, value: Any, dropout_p: float = 0.0,
+                        is_causal: bool = False) -> Any:
+        return self.F.flash_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal)

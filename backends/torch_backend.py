@@ -24,6 +24,7 @@ class TorchBackend(Backend):
     """PyTorch tensors and autograd; parameters are torch.nn.Parameter."""
 
     name = "torch"
+    supports_ddp = True
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         torch = self.torch = _import_torch()
@@ -152,6 +153,9 @@ class TorchBackend(Backend):
         if enabled and not self.device.startswith("cuda"):
             return "TF32 applies to CUDA matmuls only; it has no effect on the CPU"
         return None
+
+    def device_name(self) -> str:
+        return self.torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else "cpu"
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

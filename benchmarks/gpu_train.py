@@ -2,9 +2,9 @@
 
 The chapter-5 speed ladder of the book and nanoGPT's reference run (GPT-2 124M, context 1024, ~135 ms/iter class on
 an A100 for 12 x 1024 tokens per micro-step in bf16 + compile). Each variant builds the same seeded model, trains
-`--steps` optimizer steps through gpt.train.Trainer on shards from `tinygpt prepare` (or random ids with
+`--steps` optimizer steps through gpt.training.trainer.Trainer on shards from `tinygpt prepare` (or random ids with
 `--random-data`), drops the first `--warmup` steps (compilation) and reports the median step time. MFU uses
-gpt/flops.py: 6N + 12·L·H·Q·T FLOPs per token over the device's dense peak (PEAK_FLOPS or --peak-flops).
+gpt/training/flops.py: 6N + 12·L·H·Q·T FLOPs per token over the device's dense peak (PEAK_FLOPS or --peak-flops).
 
     python -m gpt prepare --data big.txt --out shards
     python benchmarks/gpu_train.py --data shards --steps 300            # on a GPU
@@ -34,7 +34,7 @@ def run_variant(name: str, overrides: dict, args: argparse.Namespace, model_cfg:
     """Train one variant for args.steps steps; the median step time after args.warmup steps."""
     import backends
     from gpt.model import GPTModel
-    from gpt.train import TrainConfig, Trainer
+    from gpt.training.trainer import TrainConfig, pretrainer
 
     B = backends.get_backend("torch", dtype="float32", device=args.device)
     model = GPTModel(model_cfg, backend=B, seed=1337)
@@ -42,7 +42,7 @@ def run_variant(name: str, overrides: dict, args: argparse.Namespace, model_cfg:
                       min_lr=6e-5, warmup_steps=min(100, args.steps // 10), beta2=0.95, eval_iters=1,
                       sample_tokens=0, plot=False, fused_adamw=B.device.startswith("cuda"),
                       peak_flops=args.peak_flops, **overrides)
-    trainer = Trainer(model, train, val, cfg)
+    trainer = pretrainer(model, train, val, cfg)
     times, losses = [], []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def main() -> None:
         ids = np.random.default_rng(0).integers(0, 50257, size=200_000 if args.dry_run else 5_000_000)
         train, val = ids[: int(len(ids) * 0.9)], ids[int(len(ids) * 0.9):]
     else:
-        from gpt.prepare import ShardDataset
+        from gpt.training.shards import ShardDataset
 
         train = ShardDataset(args.data, "train", model_cfg["context_length"])
         val = ShardDataset(args.data, "val", model_cfg["context_length"])

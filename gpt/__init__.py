@@ -1,11 +1,19 @@
 """gpt: the GPT-2 of Raschka's *Build a Large Language Model (From Scratch)*, written once against the backend
 interface so the same classes run on numpy, cupy and torch.
 
-Book chapters → modules: ch. 2 data loading (`data`), ch. 3 attention (`attention`), ch. 4 the model (`nn`, `model`),
-ch. 5 pretraining and generation (`pretrain`, `train`, `generate`, `kv_cache`), weights (`weights`).
+The book's chapters are the flat files of this package:
+- ch. 2, working with text data: `data` (GPTDatasetV1, create_dataloader_v1; tokenizers live in `tokenizer/`)
+- ch. 3, attention: `attention` (SelfAttention_v1 ... MultiHeadAttention)
+- ch. 4, the model: `nn` (Module, Linear, LayerNorm, ...), `model` (GPTModel, TransformerBlock, FeedForward, GELU)
+- ch. 5, pretraining: `pretrain` (calc_loss_batch, train_model_simple, ...), `generate` (+ `kv_cache`), `weights`
+  (OpenAI's GPT-2 weights through Hugging Face files)
+- ch. 6, classification: `classify`;  ch. 7, instructions: `instruct`
+- appendix D, the training loop's bells and whistles: `schedule` (warmup + cosine), and the full loop in `training`
+- appendix E, LoRA: `lora`
+The machinery around them is in sub-packages: `training/` (the one Trainer and its objectives, checkpoints,
+distributed data parallelism, FLOPs, the corpus, token shards, fine-tuning recipes) and `cli/` (the `tinygpt`
+command, one module per command group).
 """
-from .checkpoint import CheckpointManager, load_model, read_checkpoint, save_checkpoint
-from .corpus import default_corpus, load_corpus
 from .attention import (CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1,
                         SelfAttention_v2)
 from .data import (DataLoader, GPTDatasetV1, TokenFileDataset, create_dataloader_v1, read_token_file,
@@ -18,7 +26,11 @@ from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Seque
 from .pretrain import (calc_loss_batch, calc_loss_loader, evaluate_model, generate_and_print_sample, plot_losses,
                        train_model_simple)
 from .schedule import WarmupCosine, lr_at
-from .train import DEFAULT_MODEL_CONFIG, TrainConfig, Trainer, TrainingDiverged, TrainResult
+from .training.checkpoint import CheckpointManager, load_model, read_checkpoint, save_checkpoint
+from .training.config import DEFAULT_MODEL_CONFIG, TrainConfig
+from .training.corpus import default_corpus, load_corpus
+from .training.objectives import Classification, InstructionTuning, LanguageModeling, Objective
+from .training.trainer import Trainer, TrainingDiverged, TrainResult
 from .weights import (HF_NAME_MAP, CheckpointError, SafetensorsError, book_state_dict_to_hf, download_gpt2,
                       export_hf_gpt2, hf_state_dict_to_book, load_hf_gpt2, read_safetensors, write_safetensors)
 
@@ -33,5 +45,5 @@ __all__ = [
     "SafetensorsError", "calc_loss_batch", "calc_loss_loader", "evaluate_model", "train_model_simple",
     "generate_and_print_sample", "plot_losses", "WarmupCosine", "lr_at", "TrainConfig", "Trainer", "TrainResult",
     "TrainingDiverged", "DEFAULT_MODEL_CONFIG", "CheckpointManager", "save_checkpoint", "read_checkpoint", "load_model",
-    "default_corpus", "load_corpus",
+    "default_corpus", "load_corpus", "Objective", "LanguageModeling", "Classification", "InstructionTuning",
 ]

@@ -1,4 +1,4 @@
-"""`python -m gpt ...`: the same command as the `tinygpt` console script (gpt/cli.py)."""
+"""`python -m gpt ...`: the same command as the `tinygpt` console script (gpt/cli/)."""
 import sys
 
 from gpt.cli import main

@@ -105,8 +105,8 @@ class MultiHeadAttention(Module):
 
     `proj_std`: the init std of `out_proj.weight` (GPTModel scales it by 1/√(2·n_layers), GPT-2 §2.3).
     `use_sdpa=False` computes attention with the book's explicit mask + softmax + dropout instead of the fused op.
-    `flash=True` uses the backend's memory-efficient tiled attention (`B.F.flash_attention`, the FlashAttention
-    algorithm) when it has one and no cache is involved; torch's sdpa already picks such a kernel itself.
+    `flash=True` uses the backend's memory-efficient tiled attention (`B.flash_attention`, the FlashAttention
+    algorithm) when no cache is involved; on torch that is sdpa, which already picks such a kernel itself.
     """
 
     def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
@@ -146,9 +146,8 @@ class MultiHeadAttention(Module):
         blocked = self.mask[start:end, :end]  # (t, start + t)
         if self.use_sdpa:
             p = self.dropout_p if self.training else 0.0
-            flash = getattr(self.B.F, "flash_attention", None) if self.flash else None  # numpy/cupy only
-            if start == 0 and flash is not None:
-                context = flash(queries, keys, values, dropout_p=p, is_causal=True)
+            if start == 0 and self.flash:
+                context = self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True)
             elif start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
                 context = self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True)
             elif num_tokens == 1:  # one new query may attend to every cached key: no mask at all

@@ -67,8 +67,8 @@ def read_sms_spam(path: str | os.PathLike) -> list[Row]:
     """The SMS Spam Collection as (text, label) rows, label 0 = ham, 1 = spam, in file order."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SMS spam file {str(path)!r} not found; download {SMS_SPAM_URL} "
-                                f"and give the file SMSSpamCollection inside the zip")
+        raise FileNotFoundError(f"SMS spam file {str(path)!r} not found; `tinygpt download sms-spam` fetches it "
+                                f"into ~/.cache/tinygpt/sms-spam/SMSSpamCollection (from {SMS_SPAM_URL})")
     rows: list[Row] = []
     with open(path, encoding="utf-8", newline="") as f:
         for n, line in enumerate(f, 1):
@@ -332,16 +332,15 @@ def train_classifier_simple(model: Any, train_loader: Iterable, val_loader: Iter
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
-def classify_review(text: str, model: Any, tokenizer: Any, device: Any = None, max_length: int | None = None,
-                    pad_token_id: int = 50256) -> str:
-    """"spam" or "not spam" for one message (book listing 6.12); `device` is the book's, unused.
-
-    The ids are truncated to min(max_length, context length) and right-padded to max_length, as in training.
-    """
+def class_probabilities(text: str, model: Any, tokenizer: Any, max_length: int | None = None,
+                        pad_token_id: int = 50256, pool_pad: bool = False) -> np.ndarray:
+    """Softmax over the classes for one message, encoded as in training: ids truncated to min(max_length, context
+    length) and right-padded to max_length; pooled from the last position (the book) or, with pool_pad, from the
+    last non-pad token."""
     was_training = model.training
     model.eval()
     input_ids = list(tokenizer.encode(text))
-    supported = int(model.pos_emb.weight.shape[0])
+    supported = int(model.cfg.context_length)
     input_ids = input_ids[:supported if max_length is None else min(max_length, supported)]
     if max_length is not None:
         input_ids += [pad_token_id] * (max_length - len(input_ids))
@@ -349,10 +348,19 @@ def classify_review(text: str, model: Any, tokenizer: Any, device: Any = None, m
         input_ids = [pad_token_id]
     try:
         with model.B.no_grad():
-            logits = model.B.to_numpy(model(np.asarray([input_ids], dtype=np.int64))[:, -1, :])
+            ids = np.asarray([input_ids], dtype=np.int64)
+            logits = model.B.to_numpy(classifier_logits(model, ids, pad_token_id if pool_pad else None))[0]
     finally:
         model.train(was_training)
-    return CLASS_NAMES[1] if int(logits.argmax(axis=-1)[0]) == 1 else CLASS_NAMES[0]
+    logits = logits.astype(np.float64) - logits.max()
+    return np.exp(logits) / np.exp(logits).sum()
+
+
+def classify_review(text: str, model: Any, tokenizer: Any, device: Any = None, max_length: int | None = None,
+                    pad_token_id: int = 50256) -> str:
+    """"spam" or "not spam" for one message (book listing 6.12); `device` is the book's, unused."""
+    probs = class_probabilities(text, model, tokenizer, max_length, pad_token_id)
+    return CLASS_NAMES[1] if int(probs.argmax()) == 1 else CLASS_NAMES[0]
 
 
 def majority_baseline(labels: Sequence[int]) -> float:
@@ -365,4 +373,5 @@ __all__ = ["SMS_SPAM_URL", "extract_sms_spam", "read_sms_spam", "create_balanced
            "read_split_csv", "end_of_text_id", "SpamDataset", "eval_batches", "replace_head", "set_trainable",
            "TRAINABLE_CHOICES", "classifier_logits", "calc_loss_batch_classifier", "calc_loss_loader_classifier",
            "calc_accuracy_loader", "evaluate_model_classifier", "train_classifier_simple", "classify_review",
+           "class_probabilities",
            "majority_baseline"]

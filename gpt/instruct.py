@@ -44,7 +44,8 @@ def load_instruction_data(path: str | os.PathLike) -> list[dict[str, str]]:
     """The entries of an instruction JSON file (a list of {"instruction", "input", "output"} objects)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"instruction data {str(path)!r} not found; download {INSTRUCTION_DATA_URL}")
+        raise FileNotFoundError(f"instruction data {str(path)!r} not found; `tinygpt download instruction-data` "
+                                f"fetches it into ~/.cache/tinygpt/instruction-data.json (from {INSTRUCTION_DATA_URL})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -5,7 +5,7 @@
 the engine comes from `model.B`, so the same code trains a numpy, cupy or torch model. The book's `device`
 argument is accepted and unused: a backend already knows its device. Library code does not print:
 `generate_and_print_sample` returns the text, and `train_model_simple` hands its progress lines to `log`.
-The full trainer (warmup, cosine decay, clipping, checkpoints) is gpt/train.py.
+The full trainer (warmup, cosine decay, clipping, checkpoints) is gpt/training/trainer.py.
 """
 from __future__ import annotations
 
@@ -129,6 +129,11 @@ def plot_losses(epochs_seen: Sequence[float], tokens_seen: Sequence[int], train_
     ax2 = ax1.twiny()                       # a second x-axis sharing the y-axis: tokens seen
     ax2.plot(tokens_seen, train_losses, alpha=0)
     ax2.set_xlabel("Tokens seen")
+    # counts such as 716800 at the default density run into each other: few ticks, engineering units ("700k")
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
+    ax2.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax2.xaxis.set_major_formatter(EngFormatter(sep=""))
     finite = [v for v in list(train_losses) + list(val_losses) if math.isfinite(v)]
     if finite:
         ax1.set_ylim(min(finite) * 0.95, max(finite) * 1.05)

@@ -8,7 +8,7 @@ of that layout matter:
   * `c_attn` is one (d, 3d) projection whose output columns are q | k | v; the book has three Linears.
 The output head is tied to the token embedding in GPT-2 (`tie_word_embeddings`), so `lm_head.weight` is usually
 absent from the file. Old checkpoints also hold the attention mask buffers `attn.bias`/`attn.masked_bias`, which
-are not weights and are skipped. Files: `model.safetensors` (read by gpt/safetensors_io.py, no dependency),
+are not weights and are skipped. Files: `model.safetensors` (read by gpt/training/safetensors_io.py, no dependency),
 a sharded `model.safetensors.index.json`, or `pytorch_model.bin` through `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from .safetensors_io import SafetensorsError, read_safetensors, write_safetensors
+from .training.safetensors_io import SafetensorsError, read_safetensors, write_safetensors
 
 __all__ = ["HF_NAME_MAP", "HFName", "CheckpointError", "SafetensorsError", "gpt2_cache_dir", "resolve_gpt2_name",
            "hf_state_dict_to_book",

@@ -2,7 +2,8 @@
 
 `add_tokenizer_commands(subparsers)` hangs the `tokenizer` command under another CLI (the `tinygpt` command);
 `main(argv)` runs the same subcommands on their own (`python -m tokenizer ...`). Each subcommand's handler,
-stored as `args.func`, returns an exit status: user errors print one line on stderr and return 2 (DESIGN §3).
+stored as `args.func`, returns an exit status and raises ValueError/OSError for a user error, which the calling
+command's main prints as one line on stderr with exit status 2 (DESIGN §3).
 """
 from __future__ import annotations
 
@@ -44,32 +45,22 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
     for name, what in (("encode", "text to token ids"), ("decode", "token ids to text")):
         p = sub.add_parser(name, help=what)
         p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|PATH", help="gpt2, or a file written by train")
+        p.set_defaults(load_tokenizer=load_tokenizer)
         source = p.add_mutually_exclusive_group(required=True)
         if name == "encode":
             source.add_argument("--text", help="text to encode (special tokens in it become their ids)")
-            source.add_argument("--file", metavar="FILE", help="UTF-8 file to encode")
+            source.add_argument("--file", metavar="FILE", help="UTF-8 file to encode (- reads standard input)")
             p.add_argument("--show-pieces", action="store_true", help="one line per token: id and its bytes")
             p.set_defaults(func=_encode)
         else:
             source.add_argument("--ids", help="token ids separated by spaces or commas, or a JSON list")
-            source.add_argument("--file", metavar="FILE", help="file holding the ids")
+            source.add_argument("--file", metavar="FILE", help="file holding the ids (- reads standard input)")
             p.set_defaults(func=_decode)
 
 
-def _user_errors(handler):
-    """Run a subcommand handler; a user error becomes one line on stderr and exit status 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (ValueError, OSError) as e:  # OSError covers DataFileError and unreadable files
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
-def _load_tokenizer(spec: str) -> BPETokenizer:
+def load_tokenizer(spec: str) -> BPETokenizer:
+    """The tokenizer `--tokenizer` names: gpt2, or a file written by `train` (a caller such as the tinygpt command
+    may put its own loader, which also reads run directories, in args.load_tokenizer)."""
     if spec == "gpt2":
         return get_encoding("gpt2")
     if not Path(spec).is_file():
@@ -77,7 +68,15 @@ def _load_tokenizer(spec: str) -> BPETokenizer:
     return BPETokenizer.load(spec)
 
 
-@_user_errors
+def _read_input(path: str) -> str:
+    """A UTF-8 file's text, or standard input's for '-'."""
+    if path == "-":
+        return sys.stdin.read()
+    if not Path(path).is_file():
+        raise ValueError(f"--file {path!r} not found; give an existing UTF-8 file, or - for standard input")
+    return read_text(path)
+
+
 def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     pattern = None if args.pattern == "none" else args.pattern
@@ -91,10 +90,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def _encode(args: argparse.Namespace) -> int:
-    tok = _load_tokenizer(args.tokenizer)
-    text = args.text if args.text is not None else read_text(args.file)
+    tok = args.load_tokenizer(args.tokenizer)
+    text = args.text if args.text is not None else _read_input(args.file)
     ids = tok.encode(text, allowed_special="all")
     if args.show_pieces:
         for i in ids:
@@ -104,10 +102,9 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def _decode(args: argparse.Namespace) -> int:
-    tok = _load_tokenizer(args.tokenizer)
-    source = args.ids if args.ids is not None else read_text(args.file)
+    tok = args.load_tokenizer(args.tokenizer)
+    source = args.ids if args.ids is not None else _read_input(args.file)
     sys.stdout.write(tok.decode(parse_ids(source)) + "\n")
     return 0
 
@@ -132,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:  # OSError covers DataFileError and unreadable files
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 __all__ = ["add_tokenizer_commands", "main", "parse_ids"]

@@ -1,4 +1,4 @@
-"""Checkpoints (gpt/checkpoint.py): optimizer state by parameter name on both engines, atomic writes that survive a
+"""Checkpoints (gpt/training/checkpoint.py): optimizer state by parameter name on both engines, atomic writes that survive a
 crash mid-write, keep-last-K pruning with the best kept, and loading a model back (or refusing one of another shape)."""
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import backends
-import gpt.checkpoint as ckpt_mod
-from gpt import corpus
-from gpt.checkpoint import (CheckpointManager, load_model, load_optimizer_state_by_name, optimizer_state_by_name,
+import gpt.training.checkpoint as ckpt_mod
+from gpt.training import corpus
+from gpt.training.checkpoint import (CheckpointManager, load_model, load_optimizer_state_by_name, optimizer_state_by_name,
                             read_checkpoint, read_index, save_checkpoint)
 from gpt.model import GPTModel
-from gpt.train import accumulate_grads, param_groups
+from gpt.training.trainer import accumulate_grads, param_groups
 
 CFG = dict(vocab_size=257, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, qkv_bias=False)
 STATE = {"step": 1, "model_config": CFG, "tokenizer": {"kind": "bytes"}}

@@ -1,6 +1,6 @@
 """Two-process DDP (gloo, CPU, float64) against one process on the concatenated batch; the DDP checkpoint in numpy.
 
-Each rank runs one optimizer step of two micro-batches through gpt.train.Trainer with a gpt.distributed.TorchDDP;
+Each rank runs one optimizer step of two micro-batches through gpt.training.trainer.Trainer with a gpt.training.distributed.TorchDDP;
 the single process runs the same step on all four micro-batches as one batch. Equal-sized micro-batches make the
 mean of the per-rank, per-micro-batch gradients equal the gradient of the concatenated batch, so DDP's all-reduce
 average must reproduce it to float64 rounding. A comm hook counts all-reduces: with no_sync on the first
@@ -31,20 +31,20 @@ def _micro_batches() -> list[tuple[np.ndarray, np.ndarray]]:
 
 def _trainer(B, batch_size, grad_accum, out_dir=None, distributed=None):
     from gpt.model import GPTModel
-    from gpt.train import TrainConfig, Trainer
+    from gpt.training.trainer import TrainConfig, pretrainer
 
     model = GPTModel(CFG, backend=B, seed=SEED)
     ids = np.random.default_rng(1).integers(0, CFG["vocab_size"], size=400)
     cfg = TrainConfig(max_steps=1, batch_size=batch_size, grad_accum=grad_accum, grad_clip=0.0, warmup_steps=0,
                       eval_iters=1, sample_tokens=0, plot=False)
-    return Trainer(model, ids[:300], ids[300:], cfg, out_dir=out_dir, tokenizer_spec={"kind": "bytes"},
+    return pretrainer(model, ids[:300], ids[300:], cfg, out_dir=out_dir, tokenizer_spec={"kind": "bytes"},
                    distributed=distributed)
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     import backends
-    from gpt.distributed import TorchDDP
+    from gpt.training.distributed import TorchDDP
 
     B = backends.get_backend("torch", dtype="float64")
     dist = TorchDDP(B, rank, world, dist_backend="gloo", init_method=f"tcp://127.0.0.1:{port}")
@@ -79,7 +79,7 @@ def _free_port() -> int:
 
 def test_ddp_two_ranks_equal_one_process_and_checkpoint_loads_in_numpy(tmp_path):
     import backends
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]

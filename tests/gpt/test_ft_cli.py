@@ -3,7 +3,6 @@ with the trainer for a few steps) and slices of the real SMS and instruction dat
 resume, LoRA merging, the chat loop, and one-line exit-2 errors."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
@@ -13,15 +12,15 @@ from conftest import require_data
 
 import backends
 import gpt.cli as cli
-from gpt.finetune_cli import add_finetune_commands, load_finetuned
+from gpt.training.finetune import load_finetuned
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    """A 2-layer GPT over the bytes tokenizer (<|endoftext|> = 256), pretrained 3 steps by gpt.train.Trainer."""
-    from gpt.corpus import build_tokenizer
+    """A 2-layer GPT over the bytes tokenizer (<|endoftext|> = 256), pretrained 3 steps by the trainer."""
+    from gpt.training.corpus import build_tokenizer
     from gpt.model import GPTModel
-    from gpt.train import TrainConfig, Trainer
+    from gpt.training.trainer import TrainConfig, pretrainer
 
     out = tmp_path_factory.mktemp("pretrained")
     tok, spec = build_tokenizer("bytes")
@@ -31,16 +30,13 @@ def pretrained(tmp_path_factory):
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     tc = TrainConfig(max_steps=3, batch_size=2, eval_interval=3, eval_iters=1, sample_tokens=0, plot=False,
                      warmup_steps=0)
-    Trainer(GPTModel(cfg, backend=backends.get_backend("numpy"), seed=1), ids[:2000], ids[2000:], tc,
+    pretrainer(GPTModel(cfg, backend=backends.get_backend("numpy"), seed=1), ids[:2000], ids[2000:], tc,
             out_dir=out, tokenizer=tok, tokenizer_spec=spec).run()
     return out
 
 
 def tinygpt(*argv):
-    """Run the `tinygpt` CLI (with the fine-tuning commands, registered here if gpt/cli.py lacks them)."""
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "finetune" not in sub.choices:
-        cli.register(add_finetune_commands)
+    """Run the `tinygpt` CLI in-process."""
     return cli.main([str(a) for a in argv])
 
 
@@ -101,7 +97,7 @@ def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch)
     assert "34 train / 4 test / 2 val" in printed
     responses = json.loads((out / "test-responses.json").read_text())
     assert len(responses) == 4 and all("model_response" in r for r in responses)
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     plain, _, _ = load_model(out / "merged", backends.get_backend("numpy"))    # merged LoRA: a plain GPT
     assert "out_head.weight" in plain.state_dict()
@@ -117,7 +113,7 @@ def test_instruct_without_lora_is_a_plain_checkpoint(pretrained, tmp_path, capsy
     out = tmp_path / "full"
     assert tinygpt("finetune", "instruct", "--init", pretrained, "--data", require_data("instruction-data.json"),
                    "--out", out, "--limit", 30, *SMALL, "--max-steps", 1, "--max-new-tokens", 0) == 0
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
 
     model, _, state = load_model(out, backends.get_backend("numpy"))
     assert state["finetune"]["trainable"] == "all" and not (out / "test-responses.json").exists()
@@ -172,9 +168,9 @@ def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrai
     import os
     import signal
 
-    from gpt.finetune_cli import FinetuneRun
+    from gpt.training.trainer import Trainer
 
-    step = FinetuneRun.train_step
+    step = Trainer.train_step
 
     def interrupted_step(self):
         loss = step(self)
@@ -184,11 +180,11 @@ def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrai
 
     args = ["--max-steps", 4, "--eval-interval", 10]
     assert classify(pretrained, tmp_path / "straight", *args) == 0
-    monkeypatch.setattr(FinetuneRun, "train_step", interrupted_step)
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     assert classify(pretrained, tmp_path / "split", *args) == 130
     out = capsys.readouterr().out
     assert "stopped at step 2" in out and "--resume" in out and not (tmp_path / "split" / "results.json").exists()
-    monkeypatch.setattr(FinetuneRun, "train_step", step)
+    monkeypatch.setattr(Trainer, "train_step", step)
     assert tinygpt("finetune", "classify", "--out", tmp_path / "split", "--resume") == 0
     B = backends.get_backend("numpy")
     (a, _, sa), (b, _, sb) = (load_finetuned(tmp_path / d, B) for d in ("straight", "split"))

@@ -192,7 +192,7 @@ def test_lora_layer_init_and_formula():
 
 
 def test_freezing_keeps_frozen_weights_in_the_state_dict_and_out_of_the_optimizer():
-    from gpt.train import param_groups
+    from gpt.training.trainer import param_groups
 
     B = backends.get_backend("numpy", "float64")
     model = GPTModel(CFG, backend=B, seed=3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import backends
-from gpt import corpus
+from gpt.training import corpus
 from gpt.data import create_dataloader_v1
 from gpt.model import GPTModel
 from gpt.pretrain import (calc_loss_batch, calc_loss_loader, evaluate_model, generate_and_print_sample,

@@ -1,4 +1,4 @@
-"""The trainer (gpt/train.py) and its schedule (gpt/schedule.py): warmup/cosine values, decay groups, gradient
+"""The trainer (gpt/training/trainer.py) and its schedule (gpt/schedule.py): warmup/cosine values, decay groups, gradient
 accumulation == one big batch, exact resume on numpy with dropout and shuffling, the NaN guard."""
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import backends
-from gpt import corpus
-from gpt.checkpoint import optimizer_state_by_name, read_checkpoint
+from gpt.training import corpus
+from gpt.training.checkpoint import optimizer_state_by_name, read_checkpoint
 from gpt.model import GPTModel
 from gpt.schedule import WarmupCosine, lr_at
-from gpt.train import (TrainConfig, Trainer, TrainingDiverged, accumulate_grads, derive_seed, param_groups,
-                       read_metrics)
+from gpt.training.config import TrainConfig
+from gpt.training.metrics import read_metrics
+from gpt.training.trainer import TrainingDiverged, accumulate_grads, derive_seed, param_groups, pretrainer
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 40
 
@@ -117,7 +118,7 @@ def test_resume_is_bit_exact_on_numpy(tmp_path):
 
     def trainer(out, seed):
         model = GPTModel(tiny_cfg(drop=0.1), backend=B, seed=seed)
-        return Trainer(model, train_ids, val_ids, cfg, out_dir=out, tokenizer=tok, tokenizer_spec={"kind": "bytes"})
+        return pretrainer(model, train_ids, val_ids, cfg, out_dir=out, tokenizer=tok, tokenizer_spec={"kind": "bytes"})
 
     whole = trainer(tmp_path / "whole", 7)
     assert 12 * cfg.grad_accum > 2 * len(whole.loader)      # the run crosses epochs: reshuffles are exercised
@@ -150,7 +151,7 @@ def test_resume_on_torch_continues_with_the_optimizer_state(tmp_path):
     cfg = tiny_train_cfg(max_steps=6)
 
     def trainer(out, seed):
-        return Trainer(GPTModel(tiny_cfg(drop=0.1), backend=B, seed=seed), train_ids, val_ids, cfg, out_dir=out,
+        return pretrainer(GPTModel(tiny_cfg(drop=0.1), backend=B, seed=seed), train_ids, val_ids, cfg, out_dir=out,
                        tokenizer=corpus.bytes_tokenizer(), tokenizer_spec={"kind": "bytes"})
 
     whole = trainer(tmp_path / "whole", 1)
@@ -181,7 +182,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
             w = model.tok_emb.weight
             B.assign(w, np.full(w.shape, np.nan, dtype=np.float32))
 
-    trainer = Trainer(model, train_ids, val_ids, tiny_train_cfg(max_steps=10, eval_interval=4), out_dir=tmp_path,
+    trainer = pretrainer(model, train_ids, val_ids, tiny_train_cfg(max_steps=10, eval_interval=4), out_dir=tmp_path,
                       tokenizer=corpus.bytes_tokenizer(), tokenizer_spec={"kind": "bytes"}, on_event=poison)
     with pytest.raises(TrainingDiverged, match="diverged at step 5") as info:
         trainer.run()
@@ -201,7 +202,7 @@ def test_huge_learning_rate_is_caught(tmp_path):
     train_ids, val_ids = split_ids()
     model = GPTModel(tiny_cfg(drop=0.0), backend=B, seed=0)
     cfg = tiny_train_cfg(max_steps=200, lr=1e30, min_lr=1e30, warmup_steps=0, grad_clip=0.0, sample_tokens=0)
-    trainer = Trainer(model, train_ids, val_ids, cfg)
+    trainer = pretrainer(model, train_ids, val_ids, cfg)
     with pytest.raises(TrainingDiverged, match=r"diverged at step \d+"):
         trainer.run()
 
@@ -213,7 +214,7 @@ def test_trainer_writes_metrics_and_plot(tmp_path):
     model = GPTModel(tiny_cfg(), backend=B, seed=0)
     events = []
     cfg = tiny_train_cfg(max_steps=6, eval_interval=3, plot=True, keep_last=1)
-    result = Trainer(model, train_ids, val_ids, cfg, out_dir=tmp_path, tokenizer=corpus.bytes_tokenizer(),
+    result = pretrainer(model, train_ids, val_ids, cfg, out_dir=tmp_path, tokenizer=corpus.bytes_tokenizer(),
                      tokenizer_spec={"kind": "bytes"}, on_event=events.append).run()
     assert [e["step"] for e in events if e["event"] == "eval"] == [0, 3, 6]
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [3, 6]
@@ -227,16 +228,16 @@ def test_trainer_writes_metrics_and_plot(tmp_path):
 
 
 def test_missing_matplotlib_only_skips_the_plot(tmp_path, monkeypatch):
-    import gpt.train
+    import gpt.training.trainer
 
     def no_matplotlib(*a, **k):
         raise ImportError('plotting the losses needs matplotlib: pip install "tinygpt[plot]"')
 
-    monkeypatch.setattr(gpt.train, "plot_losses", no_matplotlib)
+    monkeypatch.setattr(gpt.training.trainer, "plot_run", no_matplotlib)
     train_ids, val_ids = split_ids(TEXT[:600])
     model = GPTModel(tiny_cfg(), backend=backends.get_backend("numpy"), seed=0)
     events = []
-    result = Trainer(model, train_ids, val_ids, tiny_train_cfg(max_steps=2, plot=True, sample_tokens=0),
+    result = pretrainer(model, train_ids, val_ids, tiny_train_cfg(max_steps=2, plot=True, sample_tokens=0),
                      out_dir=tmp_path, on_event=events.append).run()
     assert result.step == 2 and not (tmp_path / "loss.png").exists()
     assert any(e["event"] == "warning" and "matplotlib" in e["message"] for e in events)
@@ -252,7 +253,7 @@ def test_request_stop_checkpoints_the_finished_step_and_resume_is_exact(tmp_path
 
     def trainer(out):
         model = GPTModel(tiny_cfg(drop=0.1), backend=B, seed=3)
-        return Trainer(model, train_ids, val_ids, cfg, out_dir=out, tokenizer=tok, tokenizer_spec={"kind": "bytes"})
+        return pretrainer(model, train_ids, val_ids, cfg, out_dir=out, tokenizer=tok, tokenizer_spec={"kind": "bytes"})
 
     whole = trainer(tmp_path / "whole")
     whole.run()

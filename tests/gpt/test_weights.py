@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 from gpt.model import GPTModel  # noqa: E402
-from gpt.safetensors_io import SafetensorsError, read_safetensors, write_safetensors  # noqa: E402
+from gpt.training.safetensors_io import SafetensorsError, read_safetensors, write_safetensors  # noqa: E402
 from gpt.weights import (HF_NAME_MAP, CheckpointError, book_state_dict_to_hf, config_from_hf,  # noqa: E402
                          download_gpt2, export_hf_gpt2, hf_state_dict_to_book, load_hf_gpt2)
 
@@ -290,7 +290,7 @@ def test_hub_names_resolve_to_the_downloaded_directory(hf_model, hf_dir, tmp_pat
     cache; a size not downloaded names the command that fetches it; a local directory of that name wins."""
     import backends
     from conftest import require_data
-    from gpt.checkpoint import load_model
+    from gpt.training.checkpoint import load_model
     from gpt.weights import gpt2_cache_dir
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

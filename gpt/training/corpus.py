@@ -50,13 +50,6 @@ def is_token_file(path: str | Path) -> bool:
     return head == data.TOKEN_FILE_MAGIC
 
 
-def read_token_file(path: str | Path) -> np.ndarray:
-    """The token ids of a token file as a read-only memory-mapped array (nothing is loaded into RAM)."""
-    from gpt import data
-
-    return data.read_token_file(path)
-
-
 @dataclass
 class Corpus:
     """Training data as it came in: text to tokenize, or ids already tokenized (a token file)."""
@@ -75,6 +68,8 @@ def load_corpus(data: str | Path | None) -> Corpus:
         raise FileNotFoundError(f"data file {str(path)!r} not found; give an existing UTF-8 text or token file, "
                                 f"or leave out --data to train on the embedded default corpus")
     if is_token_file(path):
+        from gpt.data import read_token_file
+
         return Corpus(str(path), ids=read_token_file(path))
     return Corpus(str(path), text=read_text(path))
 

@@ -70,25 +70,12 @@ def lookup_peak(device_name: str, precision: str) -> float | None:
     return PEAK_FLOPS.get(key, {}).get(precision) if key else None
 
 
-def device_name(B: Any) -> str:
-    """The accelerator's name as its driver reports it ("cpu" on the CPU)."""
-    if not str(B.device).startswith("cuda"):
-        return "cpu"
-    if B.name == "torch":
-        import torch
-
-        return torch.cuda.get_device_name(B.device)
-    import cupy
-
-    return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
-
-
 def resolve_peak(B: Any, compute_dtype: str, tf32: bool = False, override: float | None = None
                  ) -> tuple[float | None, str]:
     """(peak FLOP/s or None, a sentence saying where it came from) for MFU on B's device."""
     if override:
         return float(override), f"peak {override:.3g} FLOP/s from --peak-flops"
-    name = device_name(B)
+    name = B.device_name()
     if name == "cpu":
         return None, "MFU n/a on the CPU (give --peak-flops to compute it)"
     try:
@@ -97,7 +84,7 @@ def resolve_peak(B: Any, compute_dtype: str, tf32: bool = False, override: float
         return None, f"MFU n/a: {e}"
     peak = lookup_peak(name, precision)
     if peak is None:
-        return None, f"MFU n/a: {name} ({precision}) is not in gpt.flops.PEAK_FLOPS; give --peak-flops"
+        return None, f"MFU n/a: {name} ({precision}) is not in gpt.training.flops.PEAK_FLOPS; give --peak-flops"
     return peak, f"peak {peak / 1e12:.0f} TFLOP/s ({name}, {precision} dense)"
 
 

@@ -305,7 +305,7 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     The model is in eval mode; a Hugging Face directory comes with GPT-2's tokenizer and state {"tokenizer":
     {"kind": "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
     """
-    from gpt.corpus import load_tokenizer
+    from gpt.training.corpus import load_tokenizer
     from gpt.model import GPTModel
     from gpt.weights import resolve_gpt2_name
 

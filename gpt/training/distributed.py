@@ -1,7 +1,7 @@
 """Data-parallel training with PyTorch's own DistributedDataParallel, behind one backend-agnostic object.
 
 The trainer talks to a `SingleProcess` or a `TorchDDP` through the same five methods (`wrap`, `sync`, `shard`,
-`mean`, `close`) and two facts (`rank`, `world_size`), so gpt/train.py has no backend branches (DESIGN.md §4.8).
+`mean`, `close`) and two facts (`rank`, `world_size`), so gpt/training/trainer.py has no backend branches (DESIGN.md §4.8).
 `TorchDDP` follows the PyTorch docs: "Getting Started with Distributed Data Parallel" and the
 `torch.nn.parallel.DistributedDataParallel` reference:
 - one process per device, started by `torchrun`, which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
@@ -101,7 +101,7 @@ class TorchDDP(SingleProcess):
 
     def __init__(self, B: Any, rank: int, world_size: int, local_rank: int = 0, dist_backend: str | None = None,
                  init_method: str | None = None):
-        if B.name != "torch":
+        if not B.supports_ddp:
             raise ValueError(f"distributed training uses PyTorch's DistributedDataParallel; the {B.name} backend "
                              f"runs in one process: use --backend torch, or run without torchrun")
         import torch.distributed as dist

@@ -1,4 +1,4 @@
-"""`tinygpt prepare`: tokenize a text corpus into token shards once, so training reads them memory-mapped.
+"""Token shards (`tinygpt prepare`): tokenize a text corpus into token shards once, so training reads them memory-mapped.
 
 Follows nanoGPT's `data/openwebtext/prepare.py` and its FineWeb successor: documents are tokenized in parallel
 worker processes (multiprocessing.Pool, each with its own tokenizer), concatenated in input order, split into a
@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from gpt import corpus
+from gpt.training import corpus
 from gpt.data import TokenFileDataset, read_token_file, write_token_file
 
 META_FILE = "meta.json"
@@ -78,13 +78,7 @@ def _documents(paths: Sequence[Path], eot: str | None) -> Iterator[str]:
         yield from split_chunks(corpus.read_text(path))
 
 
-def prepare(data: Sequence[str | Path], out_dir: str | Path, tokenizer: str = "gpt2", val_fraction: float = 0.1,
-            shard_size: int = 100_000_000, workers: int = 1, progress: Any = False) -> dict:
-    """Tokenize the text files `data` into shards in `out_dir`; returns the metadata written to meta.json.
-
-    progress: False, True (a tqdm bar over the input characters) or a tqdm-like bar to update.
-    """
-    paths = [Path(p) for p in data]
+def _check_args(paths: list[Path], val_fraction: float, shard_size: int, workers: int, out: Path) -> None:
     if not paths:
         raise ValueError("prepare needs at least one text file: --data FILE [FILE ...]")
     for p in paths:
@@ -94,45 +88,35 @@ def prepare(data: Sequence[str | Path], out_dir: str | Path, tokenizer: str = "g
         raise ValueError(f"--val-fraction {val_fraction} must be between 0 and 1, e.g. 0.1")
     if shard_size < 1 or workers < 1:
         raise ValueError(f"--shard-size ({shard_size}) and --workers ({workers}) must be >= 1")
-    out = Path(out_dir)
     if (out / META_FILE).exists():
         raise ValueError(f"{out} already holds prepared shards; choose another --out or delete it")
-    out.mkdir(parents=True, exist_ok=True)
-    spec, bpe_file = tokenizer_spec(tokenizer)
-    if bpe_file is not None:
-        shutil.copyfile(bpe_file, out / corpus.BPE_FILE)
-    tok = corpus.load_tokenizer(spec, out)
-    eot = corpus.EOT if corpus.EOT in getattr(tok, "special_tokens_set", set()) else None
-    total_bytes = sum(p.stat().st_size for p in paths)   # the bar's total: characters ~ bytes for mostly ASCII
-    bar = _make_bar(progress, total_bytes)
+
+
+def _tokenize_all(paths: list[Path], spec: dict, out: Path, eot: str | None, workers: int, bar: Any) -> np.ndarray:
+    """Every file's ids in input order, tokenized in `workers` processes; `bar` (or None) counts characters."""
     parts: list[np.ndarray] = []
+    docs = _documents(paths, eot)
+    if workers == 1:
+        _init_worker(spec, str(out))
+        results, pool = map(_encode_chunk, docs), None
+    else:
+        # spawn, not fork: a forked copy of a process holding torch/OpenMP threads can deadlock
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (spec, str(out)))
+        results = pool.imap(_encode_chunk, docs, chunksize=1)
     try:
-        docs = _documents(paths, eot)
-        if workers == 1:
-            _init_worker(spec, str(out))
-            results = map(_encode_chunk, docs)
-            pool = None
-        else:
-            # spawn, not fork: a forked copy of a process holding torch/OpenMP threads can deadlock
-            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (spec, str(out)))
-            results = pool.imap(_encode_chunk, docs, chunksize=1)
-        try:
-            for ids, n_chars in results:
-                parts.append(ids)
-                if bar is not None:
-                    bar.update(n_chars)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+        for ids, n_chars in results:
+            parts.append(ids)
+            if bar is not None:
+                bar.update(n_chars)
     finally:
-        if bar is not None and bar is not progress:
-            bar.close()
-    ids = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
-    n_vocab = int(tok.n_vocab)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+
+
+def _write_splits(ids: np.ndarray, out: Path, meta: dict, val_fraction: float, shard_size: int) -> None:
     cut = int(round(len(ids) * (1 - val_fraction)))
-    meta = {"format": FORMAT, "version": 1, "tokenizer": spec, "vocab_size": n_vocab,
-            "sources": [str(p) for p in paths], "shard_size": int(shard_size)}
     for split, part in (("train", ids[:cut]), ("val", ids[cut:])):
         names = []
         for k, start in enumerate(range(0, max(len(part), 1), shard_size)):
@@ -141,18 +125,32 @@ def prepare(data: Sequence[str | Path], out_dir: str | Path, tokenizer: str = "g
             names.append(name)
         meta[split] = names
         meta[f"{split}_tokens"] = int(len(part))
+
+
+def prepare(data: Sequence[str | Path], out_dir: str | Path, tokenizer: str = "gpt2", val_fraction: float = 0.1,
+            shard_size: int = 100_000_000, workers: int = 1, progress: Any = None) -> dict:
+    """Tokenize the text files `data` into shards in `out_dir`; returns the metadata written to meta.json.
+
+    progress: a tqdm-like bar to update with the characters read (its total is set here), or None.
+    """
+    paths, out = [Path(p) for p in data], Path(out_dir)
+    _check_args(paths, val_fraction, shard_size, workers, out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec, bpe_file = tokenizer_spec(tokenizer)
+    if bpe_file is not None:
+        shutil.copyfile(bpe_file, out / corpus.BPE_FILE)
+    tok = corpus.load_tokenizer(spec, out)
+    eot = corpus.EOT if corpus.EOT in getattr(tok, "special_tokens_set", set()) else None
+    if progress is not None:
+        progress.total = sum(p.stat().st_size for p in paths)   # characters ~ bytes for mostly ASCII
+    ids = _tokenize_all(paths, spec, out, eot, workers, progress)
+    meta = {"format": FORMAT, "version": 1, "tokenizer": spec, "vocab_size": int(tok.n_vocab),
+            "sources": [str(p) for p in paths], "shard_size": int(shard_size)}
+    _write_splits(ids, out, meta, val_fraction, shard_size)
     with open(out / META_FILE, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
     return meta
-
-
-def _make_bar(progress: Any, total: int) -> Any:
-    if progress is True:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc="tokenize", unit="char", unit_scale=True, dynamic_ncols=True)
-    return progress or None
 
 
 def is_shard_dir(path: str | Path) -> bool:

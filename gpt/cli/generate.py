@@ -1,0 +1,165 @@
+"""Using a model: `tinygpt generate` (continue a prompt), `tinygpt chat` (an instruction-tuned model, book ch. 7)
+and `tinygpt classify` (a fine-tuned spam classifier, the book's `classify_review`, ch. 6).
+
+Each command reads what the others write: a `train`/`finetune` run directory or checkpoint, or a Hugging Face
+GPT-2 directory. A model of the wrong kind for the command (a classifier given to generate, say) is named as what
+it is, with the command that uses it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from gpt.cli.common import DEFAULT_RUN_DIR, PROG, add_common_args, make_backend, positive, say, warn, write_tokens
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float,
+                       top_k: int | None) -> None:
+    p.add_argument("--max-new-tokens", type=positive(int), default=max_new_tokens, metavar="N",
+                   help="tokens to generate")
+    p.add_argument("--temperature", type=positive(float, allow_zero=True), default=temperature, metavar="T",
+                   help="sampling temperature, 0 for greedy")
+    p.add_argument("--top-k", type=positive(int), default=top_k, metavar="K", help="keep the K likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling, 0 < P <= 1")
+
+
+def _check_top_p(args: argparse.Namespace) -> None:
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p {args.top_p} must be in (0, 1]")
+
+
+def _task(state: dict) -> str | None:
+    return (state.get("finetune") or {}).get("task")
+
+
+def prompt_ids(text: str, tok: Any, context_length: int, room: int = 1) -> np.ndarray:
+    """The prompt as a (1, n) batch keeping its last tokens so `room` new ones fit the context; an empty prompt
+    is a ValueError, a cut one is said on stderr."""
+    from gpt.generate import text_to_token_ids
+
+    if not text:
+        raise ValueError("--prompt is empty; give the text to continue, e.g. --prompt \"The for statement\"")
+    ids = text_to_token_ids(text, tok)
+    keep = max(context_length - room, 1)
+    if ids.shape[1] > keep:
+        warn(f"note: the prompt is {ids.shape[1]} tokens, more than fit the model's context of {context_length} "
+             f"with room to generate; it was cut to its last {keep} tokens")
+        ids = ids[:, -keep:]
+    return ids
+
+
+# ---- generate ------------------------------------------------------------------------------------------------------
+
+def add_generate_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a prompt from a checkpoint or a Hugging Face GPT-2 directory")
+    p.add_argument("--checkpoint", metavar="DIR", default=DEFAULT_RUN_DIR,
+                   help="a `train --out` directory, a checkpoint, a Hugging Face GPT-2 directory, or gpt2 (and "
+                        "gpt2-medium, ...) once `download`ed")
+    p.add_argument("--prompt", required=True, metavar="TEXT")
+    _add_sampling_args(p, max_new_tokens=100, temperature=0.8, top_k=40)
+    add_common_args(p)
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from gpt.generate import generate_stream
+    from gpt.training.finetune import load_finetuned
+
+    _check_top_p(args)
+    B = make_backend(args)
+    model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
+    if _task(state) == "classify":
+        raise ValueError(f"{args.checkpoint} is a spam classifier (`finetune classify`), not a text generator; use "
+                         f"`{PROG} classify --checkpoint {args.checkpoint} --text TEXT`")
+    ctx = model.cfg.context_length
+    ids = prompt_ids(args.prompt, tok, ctx)
+    eos = tok.special_tokens.get("<|endoftext|>") if hasattr(tok, "special_tokens") else None
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    write_tokens(generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
+                                 top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed), tok, out)
+    return 0
+
+
+# ---- chat ----------------------------------------------------------------------------------------------------------
+
+def add_chat_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="ask an instruction-tuned model questions, one per line (book ch. 7 prompts)",
+                       description="Reads questions from standard input, one per line; formats each with the "
+                                   "Alpaca template used in training and streams the answer. Ends on end of input "
+                                   "or a line '/exit'.")
+    p.add_argument("--checkpoint", metavar="DIR", required=True,
+                   help="a `finetune instruct --out` directory, a checkpoint, or a Hugging Face GPT-2 directory")
+    _add_sampling_args(p, max_new_tokens=128, temperature=0.0, top_k=None)
+    add_common_args(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from gpt.classify import end_of_text_id
+    from gpt.generate import generate_stream
+    from gpt.instruct import format_chat_prompt
+    from gpt.training.finetune import load_finetuned
+
+    _check_top_p(args)
+    B = make_backend(args)
+    model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
+    if _task(state) == "classify":
+        raise ValueError(f"{args.checkpoint} is a classifier; chat needs a `finetune instruct` model")
+    if _task(state) != "instruct":
+        warn(f"note: {args.checkpoint} was not instruction-tuned (no `{PROG} finetune instruct` run): it continues "
+             f"text rather than answering; fine-tune it with `{PROG} finetune instruct --init {args.checkpoint}`")
+    eos, ctx = end_of_text_id(tok), model.cfg.context_length
+    interactive, out = sys.stdin.isatty(), sys.stdout
+    while True:
+        if interactive:
+            out.write("> ")
+            out.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            break
+        question = line.strip()
+        if not question:
+            continue
+        ids = np.asarray([tok.encode(format_chat_prompt(question))], dtype=np.int64)[:, -(ctx - 1):]
+        write_tokens(generate_stream(model, ids, args.max_new_tokens, ctx, temperature=args.temperature,
+                                     top_k=args.top_k, top_p=args.top_p, eos_id=eos, seed=args.seed), tok, out)
+    return 0
+
+
+# ---- classify ------------------------------------------------------------------------------------------------------
+
+def add_classify_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="label a message with a `finetune classify` model (book ch. 6)",
+                       description="Prints 'spam' or 'not spam' and the model's probability for each --text (or each "
+                                   "line of standard input when --text is not given), as the book's classify_review.")
+    p.add_argument("--checkpoint", metavar="DIR", required=True, help="a `finetune classify --out` directory")
+    p.add_argument("--text", action="append", metavar="TEXT", help="a message to classify (repeatable)")
+    add_common_args(p, seed=False)
+    p.set_defaults(func=cmd_classify)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from gpt.classify import CLASS_NAMES, class_probabilities
+    from gpt.training.finetune import load_finetuned
+
+    B = make_backend(args)
+    model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
+    ft = state.get("finetune") or {}
+    if ft.get("task") != "classify":
+        what = f"a `finetune {ft['task']}` model" if ft else "a pretrained language model"
+        raise ValueError(f"{args.checkpoint} is not a classifier ({what}); train one with `{PROG} finetune "
+                         f"classify`, or use `{PROG} generate` for text")
+    texts = args.text if args.text is not None else [line.rstrip("\n") for line in sys.stdin]
+    for text in texts:
+        if not text.strip():
+            raise ValueError("--text is empty; give the message to classify")
+        probs = class_probabilities(text, model, tok, int(ft["max_length"]), int(ft["pad_token_id"]),
+                                    pool_pad=ft.get("pool") == "last-non-pad")
+        label = int(probs.argmax())
+        say(f"{CLASS_NAMES[label]}\t{probs[label]:.3f}\t{text}")
+    return 0
