@@ -145,11 +145,12 @@ def add_classify_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from gpt.classify import CLASS_NAMES, class_probabilities
-    from gpt.training.finetune import load_finetuned
+    from gpt.training.finetune import classify_tokenizer, load_finetuned
 
     B = make_backend(args)
     model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
     ft = state.get("finetune") or {}
+    tok = classify_tokenizer(tok, ft)  # an encoder reads [CLS] text [SEP]
     if ft.get("task") != "classify":
         what = f"a `finetune {ft['task']}` model" if ft else "a pretrained language model"
         raise ValueError(f"{args.checkpoint} is not a classifier ({what}); train one with `{PROG} finetune "

@@ -107,6 +107,8 @@ def load_tokenizer(spec: dict, directory: str | Path) -> Any:
         return tok_pkg.get_encoding("gpt2")
     if kind == "bytes":
         return bytes_tokenizer()
+    if kind == "pretrained":  # a Hugging Face model directory's own tokenizer (vocab.txt, tokenizer.json)
+        return tok_pkg.from_pretrained(spec["path"])
     raise ValueError(f"unknown tokenizer description {spec!r} in the checkpoint")
 
 

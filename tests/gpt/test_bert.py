@@ -149,7 +149,7 @@ def test_loader_errors_name_the_problem(hf_dir, tmp_path):
     (bad / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
     with pytest.raises(ValueError, match=r"hidden_act 'relu' is not supported"):
         load_hf_bert(bad)
-    from gpt.safetensors_io import read_safetensors, write_safetensors
+    from gpt.training.safetensors_io import read_safetensors, write_safetensors
 
     tensors = read_safetensors(path / "model.safetensors")
     tensors.pop("bert.encoder.layer.1.output.dense.bias")
