@@ -43,9 +43,12 @@ class SpecialIds:
 
 def special_ids_for(tokenizer: Any, n_vocab: int) -> tuple[SpecialIds, int]:
     """(special ids, model vocabulary size) for a tokenizer: its own [PAD]/[CLS]/[SEP]/[MASK] when it has them
-    (a WordPiece vocab.txt), else four new ids appended after its n_vocab (byte-level BPE, bytes)."""
+    (a WordPiece vocab.txt: its pad_token_id, ...; or a token_to_id lookup), else four new ids appended after its
+    n_vocab (byte-level BPE, bytes)."""
     lookup = getattr(tokenizer, "token_to_id", None)
-    found = [lookup(t) if lookup is not None else None for t in SPECIAL_TOKENS]
+    found = [getattr(tokenizer, f"{t.strip('[]').lower()}_token_id", None) for t in SPECIAL_TOKENS]
+    if lookup is not None and any(i is None for i in found):
+        found = [lookup(t) for t in SPECIAL_TOKENS]
     if all(i is not None for i in found):
         return SpecialIds(*(int(i) for i in found)), int(n_vocab)
     return SpecialIds(*range(n_vocab, n_vocab + 4)), int(n_vocab) + 4

@@ -1,4 +1,4 @@
-"""Command line for the tokenizers: `tokenizer train | encode | decode`.
+"""Command line for the tokenizers: `tokenizer train [--kind bpe|wordpiece] | encode | decode`.
 
 `add_tokenizer_commands(subparsers)` hangs the `tokenizer` command under another CLI (the `tinygpt` command);
 `main(argv)` runs the same subcommands on their own (`python -m tokenizer ...`). Each subcommand's handler,
@@ -17,6 +17,8 @@ from pathlib import Path
 from .bpe import BPETokenizer, read_text
 from .fileformat import render_token
 from .gpt2 import get_encoding
+from .pretrained import from_pretrained
+from .wordpiece_training import BERT_SPECIALS, save_wordpiece, train_wordpiece
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,17 +36,23 @@ def add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> argparse.A
 
 
 def _add_subcommands(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a byte-level BPE tokenizer on a UTF-8 text file")
+    train = sub.add_parser("train", help="train a byte-level BPE or a WordPiece tokenizer on a UTF-8 text file")
     train.add_argument("--data", required=True, metavar="FILE", help="UTF-8 training text")
-    train.add_argument("--vocab-size", required=True, type=int, metavar="N", help="256 + merges + special tokens")
-    train.add_argument("--out", required=True, metavar="PATH", help="tokenizer file to write (and PATH.vocab)")
-    train.add_argument("--pattern", default="gpt2", choices=["gpt2", "gpt4", "none"], help="pre-tokenization split")
-    train.add_argument("--special", nargs="*", default=[], metavar="TOKEN", help="special tokens, e.g. <|endoftext|>")
+    train.add_argument("--kind", default="bpe", choices=["bpe", "wordpiece"], help="byte-level BPE or BERT's WordPiece")
+    train.add_argument("--vocab-size", required=True, type=int, metavar="N",
+                       help="bpe: 256 + merges + special tokens; wordpiece: the lines of vocab.txt")
+    train.add_argument("--out", required=True, metavar="PATH",
+                       help="bpe: tokenizer file to write (and PATH.vocab); wordpiece: directory for vocab.txt")
+    train.add_argument("--pattern", choices=["gpt2", "gpt4", "none"], help="bpe: pre-tokenization split (gpt2)")
+    train.add_argument("--special", nargs="*", metavar="TOKEN",
+                       help="special tokens (bpe: none by default, e.g. <|endoftext|>; wordpiece: BERT's five)")
+    train.add_argument("--cased", action="store_true", help="wordpiece: keep case and accents (default: uncased)")
     train.set_defaults(func=_train)
 
     for name, what in (("encode", "text to token ids"), ("decode", "token ids to text")):
         p = sub.add_parser(name, help=what)
-        p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|PATH", help="gpt2, or a file written by train")
+        p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|PATH",
+                       help="gpt2, a file written by train, or a tokenizer.json / model directory")
         p.set_defaults(load_tokenizer=load_tokenizer)
         source = p.add_mutually_exclusive_group(required=True)
         if name == "encode":
@@ -58,13 +66,17 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
             p.set_defaults(func=_decode)
 
 
-def load_tokenizer(spec: str) -> BPETokenizer:
-    """The tokenizer `--tokenizer` names: gpt2, or a file written by `train` (a caller such as the tinygpt command
-    may put its own loader, which also reads run directories, in args.load_tokenizer)."""
+def load_tokenizer(spec: str):
+    """The tokenizer `--tokenizer` names: gpt2, a file written by `train`, or a tokenizer.json / vocab.txt / model
+    directory (a caller such as the tinygpt command may put its own loader, which also reads run directories, in
+    args.load_tokenizer)."""
     if spec == "gpt2":
         return get_encoding("gpt2")
-    if not Path(spec).is_file():
-        raise ValueError(f"--tokenizer {spec!r} is neither 'gpt2' nor an existing tokenizer file")
+    path = Path(spec)
+    if path.is_dir() or path.suffix == ".json" or path.name == "vocab.txt":
+        return from_pretrained(path)
+    if not path.is_file():
+        raise ValueError(f"--tokenizer {spec!r} is neither 'gpt2' nor an existing tokenizer file or directory")
     return BPETokenizer.load(spec)
 
 
@@ -79,14 +91,28 @@ def _read_input(path: str) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    pattern = None if args.pattern == "none" else args.pattern
-    tok = BPETokenizer.train_from_file(args.data, args.vocab_size, pattern=pattern, special_tokens=args.special)
+    if args.kind == "wordpiece":
+        return _train_wordpiece(args, start)
+    pattern = None if args.pattern == "none" else (args.pattern or "gpt2")
+    tok = BPETokenizer.train_from_file(args.data, args.vocab_size, pattern=pattern, special_tokens=args.special or [])
     tok.save(args.out)
     short = f"; the text ran out of pairs before vocab size {args.vocab_size}" if tok.n_vocab < args.vocab_size else ""
     print(
         f"trained {len(tok.merges)} merges (n_vocab {tok.n_vocab}{short}) in {time.perf_counter() - start:.2f} s;"
         f" wrote {args.out} and {args.out}.vocab"
     )
+    return 0
+
+
+def _train_wordpiece(args: argparse.Namespace, start: float) -> int:
+    if args.pattern is not None:
+        raise ValueError("--pattern applies to --kind bpe; WordPiece splits words as BERT's basic tokenizer does")
+    specials = BERT_SPECIALS if args.special is None else args.special
+    vocab = train_wordpiece(read_text(args.data), args.vocab_size, do_lower_case=not args.cased, special_tokens=specials)
+    path = save_wordpiece(vocab, args.out, do_lower_case=not args.cased)
+    short = f"; the text ran out of pairs before vocab size {args.vocab_size}" if len(vocab) < args.vocab_size else ""
+    print(f"trained a WordPiece vocabulary of {len(vocab)} tokens{short} in {time.perf_counter() - start:.2f} s;"
+          f" wrote {path} and tokenizer_config.json")
     return 0
 
 

@@ -111,6 +111,10 @@ def test_special_ids_appended_for_a_tokenizer_without_them():
             return {"[PAD]": 0, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}.get(t)
 
     assert special_ids_for(WordPieceLike(), 30522) == (SpecialIds(0, 101, 102, 103), 30522)
+    from tokenizer.wordpiece import WordPiece
+
+    wp = WordPiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cat"])
+    assert special_ids_for(wp, 6) == (SpecialIds(0, 2, 3, 4), 6)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
