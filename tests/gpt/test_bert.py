@@ -183,3 +183,22 @@ def test_classify_is_a_linear_head_on_the_pooled_cls_with_padding_masked(hf_dir)
     assert "mlm_head.bias" not in model.state_dict() and "classifier.weight" in model.state_dict()
     with pytest.raises(ValueError, match="carries a classification head instead of the masked-LM one"):
         model(ids)
+
+
+@pytest.mark.gpu
+def test_logits_and_gradients_on_cupy_equal_numpy(hf_dir):
+    ids, am, types = _batch()
+    labels = np.where(am == 1, ids, -100)
+    out = {}
+    for name in ("numpy", "cupy"):
+        B = backends.get_backend(name, dtype="float64")
+        model = load_hf_bert(hf_dir[0], backend=B)
+        logits = model(ids, attention_mask=am, token_type_ids=types)
+        loss = B.F.cross_entropy(logits.reshape(-1, VOCAB), B.tensor(labels.reshape(-1)), ignore_index=-100)
+        loss.backward()
+        out[name] = (B.to_numpy(logits), {k: B.to_numpy(p.grad) for k, p in model.named_parameters()})
+    real = am.astype(bool)
+    assert np.abs(out["cupy"][0] - out["numpy"][0])[real].max() <= 1e-10 * np.abs(out["numpy"][0]).max()
+    top = max(np.abs(g).max() for g in out["numpy"][1].values())
+    for k, want in out["numpy"][1].items():
+        assert np.abs(out["cupy"][1][k] - want).max() <= 1e-8 * max(np.abs(want).max(), 1e-6 * top), k
