@@ -105,6 +105,8 @@ def test_fill_mask_bad_input_exits_2_with_one_line(bert_run, data_file, tmp_path
     rc, _, err = run(capsys, "train", "--arch", "bert", "--data", data_file, "--out", tmp_path / "x",
                      "--weight-init", "torch", *TINY)
     assert rc == 2 and "--weight-init applies to --arch gpt2 only" in err
+    rc, _, err = run(capsys, "train", "--arch", "bert", "--out", gpt_run, "--resume", "--max-steps", "2")
+    assert rc == 2 and "--resume continues the saved gpt2 model; drop --arch bert" in err
 
 
 def test_fill_mask_reads_a_hugging_face_bert_directory(tmp_path, capsys):
