@@ -149,7 +149,7 @@ class MaskedLMHead(Module):
         self.bias = B.parameter(np.zeros(cfg.vocab_size))
 
     def forward(self, h: Any) -> Any:
-        return self.B.F.linear(self.norm(self.act(self.dense(h))), self.decoder.weight, self.bias)  # (.., vocab)
+        return self.B.F.linear(self.norm(self.act(self.dense(h))), self.decoder.weight, self.bias)  # (..., vocab)
 
 
 class Pooler(Module):
