@@ -1,7 +1,8 @@
 """The one interface that `gpt/` is written against, implemented by the numpy, cupy and torch backends.
 
 Vocabulary is PyTorch's (DESIGN.md §4.2): tensors have torch's methods, `B.F` has torch.nn.functional's names and
-keywords. A backend is a value passed to every constructor, never a global, so several coexist in one process.
+keywords (including `rms_norm`, `silu` and `scaled_dot_product_attention(..., enable_gqa=)`); the one op torch has
+no functional for, rotary position embedding, is a backend method, `B.rotary_embedding(x, cos, sin)`. A backend is a value passed to every constructor, never a global, so several coexist in one process.
 Every public method here must exist on every backend with the same signature (tests/backends/test_conformance.py).
 """
 from __future__ import annotations
@@ -68,6 +69,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         """torch.where(cond, a, b)."""
+
+    # ---- ops torch.nn.functional lacks ----
+    @abc.abstractmethod
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any) -> Any:
+        """Rotary position embedding (RoPE, Su et al. 2021) in the "rotate half" layout of Hugging Face's Llama:
+        x ⊙ cos + rotate_half(x) ⊙ sin with rotate_half(x) = cat(−x₂, x₁) over the halves of the last dim.
+
+        x: (b, h, t, hd) queries or keys; cos, sin: the tables for x's t positions, (t, hd) or any shape that
+        broadcasts to x without enlarging it. hd must be even. Differentiable in x (and in the tables). numpy/cupy:
+        tinytensor's fused op (backward: the transposed rotation); torch: the same formula in torch ops.
+        """
 
     # ---- training ----
     @abc.abstractmethod
@@ -149,6 +161,24 @@ class NullGradScaler:
 
     def state_dict(self) -> dict:
         return {}
+
+
+def any_to_numpy(x: Any) -> np.ndarray:
+    """A NumPy array from a NumPy array, a tinytensor tensor, a torch tensor (bfloat16 -> float32) or a CuPy array,
+    whichever backend made it (checkpoints and cross-backend copies go through NumPy)."""
+    if isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__
+    if module.startswith("torch"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            x = x.float()
+        return x.numpy()
+    if module.startswith("cupy"):
+        return x.get()
+    if hasattr(x, "numpy"):  # tinytensor.Tensor (on NumPy or CuPy)
+        return np.asarray(x.numpy())
+    return np.asarray(x)
 
 
 def check_dtype(dtype: str, allowed: Sequence[str], backend: str) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import tinytensor as tt
+
 from .numpy_backend import NumpyBackend
 
 
@@ -39,8 +41,8 @@ class CupyBackend(NumpyBackend):
         raise ValueError(f"the cupy backend runs on a CUDA device ('cuda' or 'cuda:N'), not {device!r}")
 
     def to_numpy(self, t: Any):
-        data = getattr(t, "data", t)
-        return self.xp.asnumpy(data)
+        # a Tensor's .data is its array; a CuPy array's own .data is a memory pointer, so never getattr(t, "data")
+        return self.xp.asnumpy(t.data if isinstance(t, tt.Tensor) else t)
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()

@@ -79,6 +79,9 @@ class NumpyBackend(Backend):
     def where(self, cond: Any, a: Any, b: Any) -> tt.Tensor:
         return tt.where(cond, a, b)
 
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any) -> tt.Tensor:
+        return self.F.rotary_embedding(x, cos, sin)
+
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
               eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False) -> optim.AdamW:
         # `fused` changes nothing here: tinytensor's AdamW already updates each tensor in one vectorised pass

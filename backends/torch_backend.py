@@ -91,6 +91,13 @@ class TorchBackend(Backend):
     def where(self, cond: Any, a: Any, b: Any):
         return self.torch.where(cond, a, b)
 
+    def rotary_embedding(self, x: Any, cos: Any, sin: Any):
+        from tinytensor.functional import check_rotary_shapes  # the same shape rules and messages as numpy's
+
+        check_rotary_shapes(x.shape, cos.shape, sin.shape)
+        x1, x2 = x.chunk(2, dim=-1)  # the halves (.., hd/2) each
+        return x * cos + self.torch.cat((-x2, x1), dim=-1) * sin
+
     def AdamW(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
               eps: float = 1e-8, weight_decay: float = 0.01, fused: bool = False):
         # fused=None (not False) lets torch pick its default foreach implementation when fusion is not asked for

@@ -342,9 +342,13 @@ def run_check(seed: int, batch: int, seq: int, d_model: int, heads: int, dropout
     return format_table(table), worst
 
 
+DERIVATION = "docs/backprop-attention.md"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Backprop through one attention block by hand, checked against "
-                                             "tinytensor's autograd and PyTorch's (float64).")
+                                             f"tinytensor's autograd and PyTorch's (float64); the derivation is "
+                                             f"{DERIVATION}.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs, weights, keep-mask and dout")
     ap.add_argument("--batch", type=int, default=2, help="batch size b")
     ap.add_argument("--seq", type=int, default=5, help="sequence length t")
@@ -367,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     table, worst = run_check(args.seed, args.batch, args.seq, args.d_model, args.heads, args.dropout)
     print(f"attention block: batch={args.batch} seq={args.seq} d_model={args.d_model} heads={args.heads} "
           f"dropout={args.dropout} seed={args.seed} (float64)")
+    print(f"the derivation checked here: {DERIVATION} (each row below is one of its steps, computed in that order "
+          f"by backward_by_hand in this file)")
     print(table)
     ok = worst <= RTOL
     print(f"rel err = max|by hand - ref| / max(max|ref|, {FLOOR:.0e} x the largest gradient); dW_key.bias is "

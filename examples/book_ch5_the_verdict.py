@@ -21,10 +21,15 @@ from tokenizer.datafiles import MissingDataFileError, find_data_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="numpy", choices=backends.BACKENDS)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--epochs", type=int, default=10)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog="Needs the-verdict.txt (`tinygpt download the-verdict`, or TINYGPT_DATA_DIR pointing at a folder "
+               "holding it) and GPT-2's tokenizer files (`tinygpt download gpt2-tokenizer`). About 7 minutes on 2 "
+               "CPU cores with the numpy backend.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", default="numpy", choices=backends.BACKENDS, help="the engine")
+    p.add_argument("--dtype", default="float32", help="float dtype (float64 for a reference run)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training text (the book's 10)")
     p.add_argument("--json", type=Path, help="also write the losses and timing here")
     args = p.parse_args(argv)
 

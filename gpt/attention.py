@@ -133,9 +133,10 @@ class MultiHeadAttention(Module):
         queries = self.W_query(x).reshape(b, num_tokens, nh, hd).transpose(1, 2)  # (b, nh, t, hd)
         keys = self.W_key(x).reshape(b, num_tokens, nh, hd).transpose(1, 2)       # (b, nh, t, hd)
         values = self.W_value(x).reshape(b, num_tokens, nh, hd).transpose(1, 2)   # (b, nh, t, hd)
-        start = 0
+        start, row_mask = 0, None
         if cache is not None:
-            start = cache.pos
+            # row_mask: only a cache holding rows of different lengths has one (KVCache.set_row_lengths)
+            start, row_mask = cache.pos, getattr(cache, "key_mask", lambda t: None)(num_tokens)
             keys, values = cache.update(keys, values)  # (b, nh, start + t, hd) each: all cached tokens
         end = start + num_tokens
         if end > self.context_length:
@@ -144,9 +145,14 @@ class MultiHeadAttention(Module):
         # query i (absolute position start + i) is blocked from key j exactly when j > start + i, the
         # bottom-right-aligned causal mask that a cache needs (it equals [:t, :t] when nothing is cached).
         blocked = self.mask[start:end, :end]  # (t, start + t)
+        if row_mask is not None:  # per-row lengths (batched serving): each row sees its own keys only
+            blocked = self.B.tensor(~row_mask)  # (b, 1, t, start + t)
         if self.use_sdpa:
             p = self.dropout_p if self.training else 0.0
-            if start == 0 and self.flash:
+            if row_mask is not None:
+                context = self.B.F.scaled_dot_product_attention(queries, keys, values,
+                                                                attn_mask=blocked.logical_not(), dropout_p=p)
+            elif start == 0 and self.flash:
                 context = self.B.flash_attention(queries, keys, values, dropout_p=p, is_causal=True)
             elif start == 0:  # square scores: torch's top-left-aligned is_causal is the right mask
                 context = self.B.F.scaled_dot_product_attention(queries, keys, values, dropout_p=p, is_causal=True)

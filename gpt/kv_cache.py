@@ -4,10 +4,16 @@ During generation the keys and values of earlier tokens never change (causal att
 ≤ i), so each layer keeps them in pre-allocated buffers (b, n_heads, max_len, head_dim) and a step computes only
 the new tokens' projections. `pos` counts the tokens already cached; the model writes the new tokens at
 pos..pos+t-1, attends over 0..pos+t-1, then advances `pos`. Inference only: writes happen under `no_grad`.
+
+Batched serving (gpt/serve/engine.py) holds sequences of different lengths in one cache: `set_row_lengths`
+switches to per-row counts `lengths` (b,). Row r then writes at lengths[r].., its new tokens sit at positions
+lengths[r].. (`positions`), and `key_mask` lets each query see only its own row's keys (`pos` is max(lengths)).
 """
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 
 class LayerKVCache:
@@ -22,9 +28,14 @@ class LayerKVCache:
     def pos(self) -> int:
         return self.parent.pos
 
+    def key_mask(self, num_tokens: int) -> "np.ndarray | None":
+        """The parent's per-row key mask for `num_tokens` new queries (None while every row has `pos` tokens)."""
+        return self.parent.key_mask(num_tokens)
+
     def update(self, keys: Any, values: Any) -> tuple[Any, Any]:
         """Write the new (b, nh, t, hd) keys/values after the cached ones; return all (b, nh, pos + t, hd)."""
         b, nh, t, hd = keys.shape
+        lengths = self.parent.lengths
         start, end = self.pos, self.pos + t
         if (b, nh, hd) != (self.keys.shape[0], self.keys.shape[1], self.keys.shape[3]):
             raise ValueError(f"keys of shape {(b, nh, t, hd)} do not fit a cache of shape {tuple(self.keys.shape)} "
@@ -33,8 +44,13 @@ class LayerKVCache:
             raise ValueError(f"the cache holds {self.keys.shape[2]} tokens: {start} cached + {t} new do not fit; "
                              f"reset() it or crop the input")
         with self.B.no_grad():
-            self.keys[:, :, start:end] = keys
-            self.values[:, :, start:end] = values
+            if lengths is None:
+                self.keys[:, :, start:end] = keys
+                self.values[:, :, start:end] = values
+            else:  # row r's new tokens go after its own lengths[r] cached ones
+                for r, n in enumerate(lengths.tolist()):
+                    self.keys[r, :, n:n + t] = keys[r]
+                    self.values[r, :, n:n + t] = values[r]
         return self.keys[:, :, :end], self.values[:, :, :end]
 
 
@@ -46,6 +62,7 @@ class KVCache:
             raise ValueError(f"a KV cache needs batch_size > 0 and max_len > 0, got {batch_size} and {max_len}")
         self.B, self.batch_size, self.max_len = B, batch_size, max_len
         self.pos = 0
+        self.lengths: np.ndarray | None = None  # per-row token counts (batched serving); None: every row has pos
         self.layers = [LayerKVCache(self, B, (batch_size, n_heads, max_len, head_dim)) for _ in range(n_layers)]
 
     def __len__(self) -> int:
@@ -70,11 +87,36 @@ class KVCache:
 
     def advance(self, num_tokens: int) -> None:
         """Mark `num_tokens` more tokens as cached (called by the model after every layer has written them)."""
-        self.pos += num_tokens
+        if self.lengths is not None:
+            self.lengths = self.lengths + num_tokens
+            self.pos = int(self.lengths.max())
+        else:
+            self.pos += num_tokens
+
+    def set_row_lengths(self, lengths: Any) -> None:
+        """Give every row its own count of cached tokens (b,); rows beyond their count hold stale keys, masked."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if lengths.shape != (self.batch_size,) or lengths.min() < 0 or lengths.max() > self.max_len:
+            raise ValueError(f"row lengths {lengths.tolist()} must be {self.batch_size} counts in [0, {self.max_len}]")
+        self.lengths, self.pos = lengths, int(lengths.max())
+
+    def positions(self, num_tokens: int) -> np.ndarray:
+        """The absolute positions of `num_tokens` new tokens: (t,) with shared `pos`, (b, t) with row lengths."""
+        if self.lengths is None:
+            return np.arange(self.pos, self.pos + num_tokens)
+        return self.lengths[:, None] + np.arange(num_tokens)  # (b, t)
+
+    def key_mask(self, num_tokens: int) -> np.ndarray | None:
+        """With row lengths: (b, 1, t, pos + t), True where a new query may attend (its row's keys up to itself)."""
+        if self.lengths is None:
+            return None
+        keys = np.arange(self.pos + num_tokens)                        # (pos + t,)
+        return keys[None, None, None, :] <= self.positions(num_tokens)[:, None, :, None]  # (b, 1, t, pos + t)
 
     def reset(self) -> None:
         """Forget every cached token (the buffers are overwritten, not cleared)."""
         self.pos = 0
+        self.lengths = None
 
 
 __all__ = ["KVCache", "LayerKVCache"]

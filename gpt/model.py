@@ -77,6 +77,8 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
         """A config from the book's dict keys; an unknown key is an error naming the known ones."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a mapping of the book's keys, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -87,9 +89,15 @@ class GPTConfig:
         return asdict(self)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"config {name}={getattr(self, name)} must be a positive integer")
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "pad_vocab_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"config {name}={value!r} must be a positive integer")
+        for name in ("qkv_bias", "tie_weights", "flash_attention"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"config {name}={getattr(self, name)!r} must be true or false")
+        if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
+            raise ValueError(f"config drop_rate={self.drop_rate!r} must be a number in [0, 1)")
         if self.emb_dim % self.n_heads:
             raise ValueError(f"emb_dim={self.emb_dim} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.drop_rate < 1.0:
@@ -97,8 +105,6 @@ class GPTConfig:
         if self.weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init={self.weight_init!r} is not one of {WEIGHT_INITS}: 'gpt2' (GPT-2's "
                              f"N(0, 0.02)) or 'torch' (PyTorch's layer defaults, as the book's model has)")
-        if int(self.pad_vocab_multiple) < 1:
-            raise ValueError(f"pad_vocab_multiple={self.pad_vocab_multiple} must be >= 1 (1: no padding; 64 on GPUs)")
 
 
 def as_config(cfg: dict[str, Any] | GPTConfig) -> GPTConfig:
@@ -180,15 +186,17 @@ class GPTModel(Module):
                                     else _pad_rows(B, self.out_head.weight, cfg.padded_vocab_size))
             self.out_head.out_features = cfg.padded_vocab_size
 
-    def _check_ids(self, idx: Any) -> np.ndarray:
-        """idx as a NumPy (batch, seq) integer array, or a ValueError/TypeError naming what is wrong."""
-        ids = to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
-        if ids.dtype.kind not in "iu":
+    def _check_ids(self, idx: Any) -> Any:
+        """idx as a (batch, seq) integer array, or a ValueError/TypeError naming what is wrong. Ids already on a
+        GPU stay there unchecked for range: reading them back would be a device-to-host sync on every forward."""
+        on_device = hasattr(idx, "shape") and not str(getattr(idx, "device", "cpu")).startswith("cpu")
+        ids = idx if on_device else to_numpy_any(idx) if hasattr(idx, "shape") else np.asarray(idx)
+        if "int" not in str(ids.dtype):   # int64, uint16, torch.int64, ...
             raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
         if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {ids.shape}; "
+            raise ValueError(f"token ids must have shape (batch, seq) with seq >= 1, got {tuple(ids.shape)}; "
                              f"add a batch dimension with ids[None]")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
+        if not on_device and ids.size and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
             bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
             raise ValueError(f"token id {bad} is out of range for vocab_size={self.cfg.vocab_size} "
                              f"(ids must lie in [0, {self.cfg.vocab_size}))")
@@ -206,7 +214,8 @@ class GPTModel(Module):
             raise ValueError(f"sequence of {start + seq_len} tokens is longer than context_length="
                              f"{self.cfg.context_length}; crop it to the last {self.cfg.context_length} tokens")
         tok_embeds = self.tok_emb(self.B.tensor(ids))                                # (b, t, emb_dim)
-        pos_embeds = self.pos_emb(self.B.tensor(np.arange(start, start + seq_len)))  # (t, emb_dim)
+        positions = np.arange(start, start + seq_len) if cache is None else cache.positions(seq_len)
+        pos_embeds = self.pos_emb(self.B.tensor(positions))  # (t, emb_dim), or (b, t, emb_dim) per-row positions
         x = self.drop_emb(tok_embeds + pos_embeds)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, cache=None if cache is None else cache.layers[i])

@@ -12,22 +12,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from backends.base import any_to_numpy
+
 
 def to_numpy_any(x: Any) -> np.ndarray:
-    """A NumPy array from a NumPy array, a tinytensor tensor, a torch tensor (bfloat16 -> float32) or a CuPy array."""
-    if isinstance(x, np.ndarray):
-        return x
-    module = type(x).__module__
-    if module.startswith("torch"):
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
-            x = x.float()
-        return x.numpy()
-    if module.startswith("cupy"):
-        return x.get()
-    if hasattr(x, "numpy"):  # tinytensor.Tensor (on NumPy or CuPy)
-        return np.asarray(x.numpy())
-    return np.asarray(x)
+    """A NumPy array from a NumPy array or any backend's tensor (backends.base.any_to_numpy: the engines are told
+    apart there, not here)."""
+    return any_to_numpy(x)
 
 
 class Module:

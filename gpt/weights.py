@@ -298,6 +298,10 @@ def load_hf_gpt2(path_or_dir: str | os.PathLike, backend: Any = None, dtype: str
         B = backend if dtype in (None, backend.dtype_name) else backends.get_backend(backend.name, dtype,
                                                                                       backend.device)
     raw = read_hf_checkpoint(weights_path)
+    layers = {c.split(".")[2] for c in map(_canonical_hf_key, raw) if c.startswith("transformer.h.")}
+    if len(layers) != cfg["n_layers"]:
+        raise CheckpointError(f"{weights_path} holds {len(layers)} transformer blocks, but {config_path} says "
+                              f"n_layer={cfg['n_layers']}; one of the two files is damaged")
     expected = _expected_hf_shapes(cfg)
     for key, arr in raw.items():
         want = expected.get(_canonical_hf_key(key))

@@ -76,3 +76,12 @@ def pytest_configure(config):
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """The strict CuPy stand-in (tests/fakecupy) installed as `cupy`/`cupyx` for one test; returns its transfer log
+    (`.d2h`, `.h2d`, `.where()`). Removed after the test, so `gpu` tests only ever see a real CuPy."""
+    import fakecupy
+
+    return fakecupy.install(monkeypatch)

@@ -1,9 +1,12 @@
-"""docs/backprop-attention.md points at the code line by line: every "line N" / "lines A–B" / "LA–B" it gives is
-checked here, so a change that moves or rewrites the code cannot leave the derivation pointing at the wrong line.
-Two checks: a reference followed by a quoted snippet must find that snippet in those lines of the file being
-discussed, and a reference to `file.py:Class.function` must land inside that function (the nearest def above it)."""
+"""The derivations (docs/backprop-attention.md, docs/backprop-llama.md) point at the code line by line: every
+"line N" / "lines A–B" / "LA–B" they give is checked here, so a change that moves or rewrites the code cannot leave a
+derivation pointing at the wrong line. Three checks: a reference followed by a quoted snippet must find that snippet
+in those lines of the file being discussed, a reference to `file.py:Class.function` followed by a line number must
+land inside that function (the nearest def above it), and every `file.py:Class.function` must name a function or
+class that the file defines."""
 from __future__ import annotations
 
+import ast
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "backprop-attention.md"
+DOCS = {"backprop-attention.md": (30, 15), "backprop-llama.md": (25, 15)}  # doc: (min references, min snippets)
 PACKAGES = ("tinytensor", "backends", "gpt", "tokenizer")
 TOKEN = re.compile(r"`(?P<file>[\w/]+\.py)(?::(?P<qual>[\w.]+))?`"      # `kernels/attention.py:attention_backward`
                    r"|`(?P<code>[^`]+)`"                                 # `dp *= drop`
@@ -52,9 +55,9 @@ def enclosing_def(lines: list[str], n: int) -> str | None:
     return None
 
 
-def references() -> list[tuple[str, str | None, int, int, str | None]]:
-    """(file, qualified name or None, first line, last line, snippet or None) for every line reference."""
-    text = DOC.read_text(encoding="utf-8")
+def references(doc: str) -> list[tuple[str, str | None, int, int, str | None]]:
+    """(file, qualified name or None, first line, last line, snippet or None) for every line reference in `doc`."""
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
     tokens = list(TOKEN.finditer(text))
     refs, current, qual = [], None, None
     for i, t in enumerate(tokens):
@@ -74,14 +77,17 @@ def references() -> list[tuple[str, str | None, int, int, str | None]]:
     return refs
 
 
-REFS = references()
+REFS = {doc: references(doc) for doc in DOCS}
+ALL_REFS = [ref for doc in DOCS for ref in REFS[doc]]
 
 
-def test_the_doc_has_line_references():
-    assert len(REFS) >= 30 and sum(r[4] is not None for r in REFS) >= 15
+@pytest.mark.parametrize("doc", DOCS)
+def test_the_doc_has_line_references(doc):
+    n_refs, n_snippets = DOCS[doc]
+    assert len(REFS[doc]) >= n_refs and sum(r[4] is not None for r in REFS[doc]) >= n_snippets
 
 
-@pytest.mark.parametrize("ref", REFS, ids=[f"{f}:{a}-{b}" for f, _, a, b, _ in REFS])
+@pytest.mark.parametrize("ref", ALL_REFS, ids=[f"{f}:{a}-{b}" for f, _, a, b, _ in ALL_REFS])
 def test_each_line_reference_points_at_its_code(ref):
     name, qual, a, b, snippet = ref
     path, lines = source(name)
@@ -95,3 +101,24 @@ def test_each_line_reference_points_at_its_code(ref):
         inside = enclosing_def(lines, a)
         assert re.match(rf"(def|class) {func}\b", first) or (inside and re.match(rf"(def|class) {func}\b", inside)), \
             f"{name} line {a} is not in {qual} (it is in {inside!r})"
+
+
+def defined_names(path: Path) -> set[str]:
+    """Top-level functions and classes of a Python file, and each class's methods as `Class.method`."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{m.name}" for m in node.body if isinstance(m, ast.FunctionDef)}
+    return names
+
+
+QUALIFIED = sorted({(m["file"], m["qual"]) for doc in DOCS for m in TOKEN.finditer(
+    (ROOT / "docs" / doc).read_text(encoding="utf-8")) if m["file"] and m["qual"]})
+
+
+@pytest.mark.parametrize("name,qual", QUALIFIED, ids=[f"{f}:{q}" for f, q in QUALIFIED])
+def test_each_named_function_exists(name, qual):
+    path, _ = source(name)
+    assert qual in defined_names(path), f"{name} defines no {qual}"

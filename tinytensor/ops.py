@@ -373,7 +373,8 @@ def _raw_index(idx):
 
 
 def index(x: Tensor, idx) -> Tensor:
-    """x[idx] for ints, slices, None, Ellipsis, integer and boolean arrays; out-of-range ids raise IndexError."""
+    """x[idx] for ints, slices, None, Ellipsis, integer and boolean arrays; out-of-range ids raise IndexError on
+    NumPy (CuPy wraps them around, its documented difference; checking would cost a device-to-host sync)."""
     idx = _raw_index(idx)
     parts = idx if isinstance(idx, tuple) else (idx,)
     for p in parts:

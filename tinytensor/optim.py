@@ -8,7 +8,6 @@ dicts as in torch (`opt.param_groups[0]["lr"] = ...` changes the rate).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -252,7 +251,8 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float, eps: float = 1e-6)
     if not grads:
         return 0.0
     xp = get_array_module(grads[0])
-    total = math.sqrt(sum(float(xp.vdot(g.ravel(), g.ravel())) for g in grads))
+    # the squares summed on the device in float64 and read once (a float() per tensor syncs once per parameter)
+    total = float(xp.sqrt(sum(xp.vdot(g.ravel(), g.ravel()).astype(np.float64) for g in grads)))
     coef = max_norm / (total + eps)
     if coef < 1.0:
         for g in grads:

@@ -79,6 +79,23 @@ class Function:
     def backward(self, grad: Any) -> tuple[Any, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def saved_arrays(self) -> dict[str, Any]:
+        """The arrays this op keeps for backward, by attribute name ("probs", "saved.q", ...).
+
+        For inspection (tinytensor.graph); the engine never calls it, so ops pay nothing for it.
+        """
+        found: dict[str, Any] = {}
+        stack = [(k, v) for k, v in vars(self).items() if k not in ("parents", "consume")]
+        while stack:
+            name, v = stack.pop()
+            if hasattr(v, "nbytes") and hasattr(v, "shape") and not isinstance(v, (np.generic, Tensor)):
+                found[name] = v
+            elif isinstance(v, dict):
+                stack.extend((f"{name}.{k}", x) for k, x in v.items())
+            elif isinstance(v, (tuple, list)):
+                stack.extend((f"{name}.{i}", x) for i, x in enumerate(v))
+        return dict(sorted(found.items()))
+
     @classmethod
     def apply(cls, *parents: "Tensor", **kwargs: Any) -> "Tensor":
         """Run forward on the parents' arrays; record the op in the graph if any parent needs a gradient."""

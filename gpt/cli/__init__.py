@@ -17,6 +17,8 @@ from gpt.cli.convert import add_convert_command, add_download_command
 from gpt.cli.fill_mask import add_fill_mask_command
 from gpt.cli.finetune import add_finetune_command
 from gpt.cli.generate import add_chat_command, add_classify_command, add_generate_command
+from gpt.cli.inspect import add_inspect_command
+from gpt.cli.serve import add_serve_command
 from gpt.cli.tokenizer import add_tokenizer_command
 from gpt.cli.train import add_eval_command, add_prepare_command, add_train_command
 
@@ -24,6 +26,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_generate_command, add_eval_command, add_convert_command, add_download_command,
     add_tokenizer_command, add_finetune_command, add_chat_command, add_classify_command, add_prepare_command,
     add_fill_mask_command,
+    add_inspect_command,
+    add_serve_command,
 ]
 
 

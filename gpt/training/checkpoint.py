@@ -208,16 +208,37 @@ def is_checkpoint_dir(path: str | Path) -> bool:
     return (path / STATE_FILE).is_file() and (path / MODEL_FILE).is_file()
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's contents; ValueError naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); {what}") from None
+
+
+def _check_state(path: Path, state: Any) -> dict:
+    """state.json's fields that loading relies on, checked; ValueError naming the file and the field."""
+    def bad(field: str, rule: str) -> ValueError:
+        return ValueError(f"{path}: {field} {rule}; the checkpoint is damaged (write it again, or use another)")
+    if not isinstance(state, dict):
+        raise bad("the file", f"holds a JSON {type(state).__name__}, not an object")
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a tinygpt checkpoint (format {state.get('format')!r})")
+    step = state.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad("step", f"is {step!r}, not an integer >= 0")
+    for key in ("model_config", "train_config", "tokenizer", "data", "finetune", "optimizer"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            raise bad(key, f"is {state[key]!r}, not an object")
+    if "model_config" not in state:
+        raise bad("model_config", "is missing")
+    return state
+
+
 def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint:
     """Read a checkpoint directory (or a run directory's latest checkpoint)."""
     path = find_checkpoint(path)
-    with open(path / STATE_FILE, encoding="utf-8") as f:
-        try:
-            state = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path / STATE_FILE} is not valid JSON ({e}); the checkpoint is damaged") from None
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path / STATE_FILE} is not a tinygpt checkpoint (format {state.get('format')!r})")
+    state = _check_state(path / STATE_FILE, read_json(path / STATE_FILE, "the checkpoint is damaged"))
     weights = read_safetensors(path / MODEL_FILE)
     opt = {}
     if with_optimizer and (path / OPTIMIZER_FILE).is_file():
@@ -226,12 +247,19 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
 
 
 def read_index(run_dir: str | Path) -> dict:
-    """The run directory's checkpoints.json (an empty index when there is none)."""
+    """The run directory's checkpoints.json (an empty index when there is none); ValueError naming it if damaged."""
     path = Path(run_dir) / INDEX_FILE
     if not path.is_file():
         return {"latest": None, "checkpoints": [], "best": None}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    index = read_json(path, f"delete it and {run_dir}'s newest step-* directory is used")
+    ok = (isinstance(index, dict) and isinstance(index.get("latest"), (str, type(None)))
+          and isinstance(index.get("checkpoints", []), list)
+          and all(isinstance(c, str) for c in index.get("checkpoints", []))
+          and isinstance(index.get("best"), (dict, type(None))))
+    if not ok:
+        raise ValueError(f"{path} is damaged (expected {{\"latest\": name, \"checkpoints\": [names], \"best\": ...}}); "
+                         f"delete it and {run_dir}'s newest step-* directory is used")
+    return index
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -305,8 +333,6 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     The model is in eval mode; a Hugging Face directory comes with GPT-2's tokenizer and state {"tokenizer":
     {"kind": "gpt2"}}. Weights that do not fit the saved config raise the model's KeyError/ValueError.
     """
-    from gpt.training.corpus import load_tokenizer
-    from gpt.model import GPTModel
     from gpt.weights import resolve_gpt2_name
 
     path = Path(path)
@@ -320,14 +346,67 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
         import tokenizer as tok_pkg
         from gpt.weights import load_hf_gpt2
 
-        model = load_hf_gpt2(path, backend=backend)
+        try:
+            model = load_hf_gpt2(path, backend=backend)
+        except (TypeError, KeyError, AttributeError, OverflowError, ValueError) as e:
+            if isinstance(e, ValueError) and str(path) in str(e):
+                raise                      # already names the file at fault
+            # a value of the wrong kind in config.json (the weights' own errors name model.safetensors)
+            raise ValueError(f"{path / 'config.json'}: a setting has a value of the wrong kind ({e})") from None
         return model, tok_pkg.get_encoding("gpt2"), {"tokenizer": {"kind": "gpt2"}}
     ckpt = read_checkpoint(path, with_optimizer=False)
-    model = GPTModel(ckpt.state["model_config"], backend=backend, seed=0)
+    model = build_model(ckpt, backend)
+    return model, checkpoint_tokenizer(ckpt), ckpt.state
+
+
+def build_model(ckpt: Checkpoint, backend: Any, finetune: Callable[[Any], Any] | None = None) -> Any:
+    """The model of a checkpoint (eval mode): its config checked against the weights before anything is allocated,
+    `finetune(model)` applied (a head, LoRA) before the weights load; errors name the file at fault. The state's
+    "arch" ("bert": gpt/bert.py's encoder; else the GPT) picks the class."""
+    if (ckpt.state.get("arch") or (ckpt.state.get("finetune") or {}).get("arch")) == "bert":
+        from gpt.bert import BertConfig as Config, BertModel as Model
+    else:
+        from gpt.model import GPTConfig as Config, GPTModel as Model
+
+    state_file, model_file = ckpt.path / STATE_FILE, ckpt.path / MODEL_FILE
+    try:
+        cfg = Config.from_dict(ckpt.state["model_config"])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{state_file}: model_config is invalid ({e}); the checkpoint is damaged") from None
+    if hasattr(cfg, "padded_vocab_size"):  # the GPT's shapes (an encoder's load_state_dict names its own)
+        _check_shapes(cfg, ckpt.weights, state_file, model_file)
+    model = Model(cfg, backend=backend, seed=0)
+    if finetune is not None:
+        finetune(model)
     try:
         model.load_state_dict(ckpt.weights)
     except (KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise ValueError(f"{ckpt.path / MODEL_FILE} does not fit its own model config: {msg}") from None
+        raise ValueError(f"{model_file} does not fit the model_config in {state_file}: {msg}") from None
     model.eval()
-    return model, load_tokenizer(ckpt.state.get("tokenizer") or {"kind": "gpt2"}, ckpt.path), ckpt.state
+    return model
+
+
+def _check_shapes(cfg: Any, weights: dict[str, np.ndarray], state_file: Path, model_file: Path) -> None:
+    """The embedding shapes and the block count of the weights against the config (cheap, before allocation)."""
+    want = {"tok_emb.weight": (cfg.padded_vocab_size, cfg.emb_dim), "pos_emb.weight": (cfg.context_length, cfg.emb_dim)}
+    for name, shape in want.items():
+        got = tuple(weights[name].shape) if name in weights else None
+        if got != shape:
+            raise ValueError(f"{model_file}: {name} has shape {got}, which does not fit the model_config of "
+                             f"{state_file} (it needs {shape}); one of the two files is damaged")
+    blocks = {k.split(".")[1] for k in weights if k.startswith("trf_blocks.")}
+    if len(blocks) != cfg.n_layers:
+        raise ValueError(f"{model_file} holds {len(blocks)} transformer blocks, which does not fit the model_config "
+                         f"of {state_file} (n_layers={cfg.n_layers}); one of the two files is damaged")
+
+
+def checkpoint_tokenizer(ckpt: Checkpoint) -> Any:
+    """The tokenizer a checkpoint names (GPT-2's when it names none); errors name state.json."""
+    from gpt.training.corpus import load_tokenizer
+
+    spec = ckpt.state.get("tokenizer") or {"kind": "gpt2"}
+    try:
+        return load_tokenizer(spec, ckpt.path)
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+        raise ValueError(f"{ckpt.path / STATE_FILE}: tokenizer {spec!r} cannot be loaded ({e})") from None

@@ -52,9 +52,8 @@ def load_finetuned(path: str | Path, backend: Any, merge: bool = False) -> tuple
 
     merge: fold LoRA into the weights (for inference). The model is in eval mode.
     """
-    from gpt.training.checkpoint import find_checkpoint, load_model, read_checkpoint
-    from gpt.training.corpus import load_tokenizer
     from gpt.lora import merge_lora
+    from gpt.training.checkpoint import build_model, checkpoint_tokenizer, find_checkpoint, load_model, read_checkpoint
 
     path = Path(path)
     try:
@@ -67,17 +66,14 @@ def load_finetuned(path: str | Path, backend: Any, merge: bool = False) -> tuple
     ft = ckpt.state.get("finetune")
     if not ft:
         return load_model(ckpt_dir, backend)
-    model = model_class(ft)(ckpt.state["model_config"], backend=backend, seed=0)
-    apply_finetune_shape(model, ft, seed=0)
     try:
-        model.load_state_dict(ckpt.weights)
-    except (KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise ValueError(f"{ckpt.path} does not fit its own fine-tuning description: {msg}") from None
+        model = build_model(ckpt, backend, finetune=lambda m: apply_finetune_shape(m, ft, seed=0))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{ckpt.path} does not fit its own fine-tuning description ({e})") from None
     if merge and ft.get("lora"):
         merge_lora(model)
     model.eval()
-    return model, load_tokenizer(ckpt.state.get("tokenizer") or {"kind": "gpt2"}, ckpt.path), ckpt.state
+    return model, checkpoint_tokenizer(ckpt), ckpt.state
 
 
 def load_init(path: str, B: Any) -> tuple[Any, Any, dict]:
@@ -85,7 +81,7 @@ def load_init(path: str, B: Any) -> tuple[Any, Any, dict]:
     from gpt.mlm import is_masked_lm, load_masked_lm
     from gpt.training.checkpoint import load_model
 
-    if is_masked_lm(path):
+    if is_masked_lm(path):  # an encoder: a `train --arch bert` run or a Hugging Face BERT directory
         model, tok, _, state = load_masked_lm(path, B)
     else:
         model, tok, state = load_model(path, B)

@@ -97,7 +97,7 @@ def accumulate_grads(model: Any, micro_batches: list[Any], objective: Objective 
     sync-on-the-last-micro-step rule); `objective` defaults to next-token prediction on (inputs, targets).
     """
     loss_of = objective.loss if objective is not None else (lambda m, b: calc_loss_batch(b[0], b[1], m))
-    n, total = len(micro_batches), 0.0
+    n, total = len(micro_batches), None
     for i, batch in enumerate(micro_batches):
         with model.micro_step(i == n - 1) if hasattr(model, "micro_step") else contextlib.nullcontext():
             # autocast covers forward and loss only; backward runs outside it (PyTorch AMP recipe)
@@ -105,8 +105,9 @@ def accumulate_grads(model: Any, micro_batches: list[Any], objective: Objective 
                 loss = loss_of(model, batch)
             scaled = loss * (1.0 / n)
             (model.scaler.scale(scaled) if hasattr(model, "scaler") else scaled).backward()
-        total += float(loss.item())
-    return total / n
+        value = loss.detach().double()   # summed on the device in float64 (as Python floats were): one read below
+        total = value if total is None else total + value
+    return float(total.item()) / n
 
 
 @dataclass

@@ -8,7 +8,23 @@ import pytest
 import backends
 from backends.base import Backend
 
-AVAILABLE = ["numpy", "torch"]
+AVAILABLE = ["numpy", "torch", "cupy"]   # cupy: the CPU stand-in (tests/fakecupy) unless a real GPU is here
+
+
+@pytest.fixture
+def cupy_ready(request):
+    """get_backend("cupy") works: a real CuPy with a GPU when there is one, else the strict CPU stand-in."""
+    if not _has_real_cupy():
+        request.getfixturevalue("fake_cupy")
+
+
+def _has_real_cupy() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
 
 
 def _public_methods(cls):
@@ -38,20 +54,57 @@ def test_every_backend_implements_the_interface_with_the_same_signatures(cls):
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_instances_expose_the_design_contract(name):
+def test_instances_expose_the_design_contract(name, cupy_ready):
     B = backends.get_backend(name, dtype="float64")
     for attr in ("tensor", "to_numpy", "F", "AdamW", "no_grad", "manual_seed", "clip_grad_norm", "autocast", "module"):
         assert hasattr(B, attr), attr
     for fn in ("linear", "embedding", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout",
-               "scaled_dot_product_attention"):
+               "scaled_dot_product_attention", "rms_norm", "silu"):
         assert callable(getattr(B.F, fn)), fn
     F_params = {fn: list(inspect.signature(getattr(B.F, fn)).parameters) for fn in ("cross_entropy", "dropout")}
     assert "ignore_index" in F_params["cross_entropy"] and "training" in F_params["dropout"]
+    assert callable(B.rotary_embedding)
+
+
+def _llama_ops(B, x, w, cos, sin, q, kv):
+    """rms_norm, silu, rotary_embedding and grouped-query attention through the interface, as the Llama model calls
+    them; returns the summed loss under fixed upstream gradients and the inputs' gradients."""
+    ins = [B.tensor(a, requires_grad=True) for a in (x, w, q, kv)]
+    tx, tw, tq, tkv = ins
+    h = B.F.silu(B.F.rms_norm(tx, (x.shape[-1],), tw, 1e-6))
+    r = B.rotary_embedding(tq, B.tensor(cos), B.tensor(sin))
+    a = B.F.scaled_dot_product_attention(r, tkv, tkv, is_causal=True, enable_gqa=True)
+    rng = np.random.default_rng(1)
+    loss = (h * B.tensor(rng.standard_normal(h.shape))).sum() + (a * B.tensor(rng.standard_normal(a.shape))).sum()
+    loss.backward()
+    return [B.to_numpy(loss)] + [B.to_numpy(t.grad) for t in ins]
+
+
+def test_llama_ops_agree_across_backends_in_float64(cupy_ready):
+    rng = np.random.default_rng(0)
+    angles = np.outer(np.arange(5), 10000.0 ** (-np.arange(0, 8, 2) / 8))
+    cos, sin = np.cos(np.concatenate([angles] * 2, -1)), np.sin(np.concatenate([angles] * 2, -1))  # (5, 8)
+    args = (rng.standard_normal((2, 5, 6)), rng.standard_normal(6), cos, sin, rng.standard_normal((2, 4, 5, 8)),
+            rng.standard_normal((2, 2, 5, 8)))
+    ref = _llama_ops(backends.get_backend("torch", dtype="float64"), *args)
+    for name in ("numpy", "cupy"):
+        ours = _llama_ops(backends.get_backend(name, dtype="float64"), *args)
+        for a, b in zip(ours, ref):
+            assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max(), name
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_rotary_embedding_bad_tables_raise_the_same_error(name, cupy_ready):
+    B = backends.get_backend(name, dtype="float64")
+    with pytest.raises(ValueError, match=r"cos/sin of shape \(6, 8\) do not broadcast to x of shape \(1, 2, 5, 8\)"):
+        B.rotary_embedding(B.tensor(np.zeros((1, 2, 5, 8))), B.tensor(np.zeros((6, 8))), B.tensor(np.zeros((6, 8))))
+    with pytest.raises(ValueError, match="must be even"):
+        B.rotary_embedding(B.tensor(np.zeros((5, 7))), B.tensor(np.zeros((5, 7))), B.tensor(np.zeros((5, 7))))
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_tensor_dtypes_and_round_trip(name, dtype):
+def test_tensor_dtypes_and_round_trip(name, dtype, cupy_ready):
     B = backends.get_backend(name, dtype=dtype)
     a = np.arange(6, dtype=np.float64).reshape(2, 3)
     t = B.tensor(a)
@@ -65,7 +118,7 @@ def test_tensor_dtypes_and_round_trip(name, dtype):
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_parameters_are_native_and_assignable(name):
+def test_parameters_are_native_and_assignable(name, cupy_ready):
     B = backends.get_backend(name, dtype="float64")
     p = B.parameter(np.ones((2, 2)))
     assert B.is_parameter(p) and not B.is_parameter(B.tensor(np.ones(2)))
@@ -77,7 +130,7 @@ def test_parameters_are_native_and_assignable(name):
     assert B.is_parameter(frozen) and not frozen.requires_grad
 
 
-def test_same_seed_same_arrays_on_every_backend():
+def test_same_seed_same_arrays_on_every_backend(cupy_ready):
     draws = []
     for name in AVAILABLE:
         B = backends.get_backend(name, dtype="float64")
@@ -127,7 +180,7 @@ def test_torch_cuda_without_a_device_is_clear():
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_no_grad_and_clip_and_adamw_through_the_interface(name):
+def test_no_grad_and_clip_and_adamw_through_the_interface(name, cupy_ready):
     B = backends.get_backend(name, dtype="float64")
     p = B.parameter(np.array([3.0, 4.0]))
     with B.no_grad():

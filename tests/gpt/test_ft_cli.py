@@ -69,8 +69,10 @@ def test_classify_end_to_end(pretrained, tmp_path, capsys):
     assert answer in ("spam", "not spam")
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backend):
+@pytest.mark.parametrize("backend", ["numpy", "torch", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backend, request):
+    if backend == "cupy":
+        request.getfixturevalue("fake_cupy")
     lora = ["--lora-rank", "2", "--lora-alpha", "4", "--eval-interval", "2", "--backend", backend]
     assert classify(pretrained, tmp_path / "straight", "--max-steps", 4, *lora) == 0
     assert classify(pretrained, tmp_path / "split", "--max-steps", 2, *lora) == 0
@@ -88,11 +90,14 @@ def test_classify_with_lora_resumes_exactly(pretrained, tmp_path, capsys, backen
     assert results["lora"] == {"rank": 2, "alpha": 4.0}
 
 
-def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch, backend, request):
+    if backend == "cupy":
+        request.getfixturevalue("fake_cupy")
     out = tmp_path / "inst"
     assert tinygpt("finetune", "instruct", "--init", pretrained, "--data", require_data("instruction-data.json"),
                    "--out", out, "--limit", 40, *SMALL, "--max-steps", 2, "--eval-interval", 2,
-                   "--lora-rank", 2, "--max-new-tokens", 4) == 0
+                   "--lora-rank", 2, "--max-new-tokens", 4, "--backend", backend) == 0
     printed = capsys.readouterr().out
     assert "34 train / 4 test / 2 val" in printed
     responses = json.loads((out / "test-responses.json").read_text())
@@ -104,7 +109,8 @@ def test_instruct_with_lora_then_chat(pretrained, tmp_path, capsys, monkeypatch)
     answers = []
     for stdin in ("hello\n/exit\nhello again\n", "hello\n"):
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-        assert tinygpt("chat", "--checkpoint", out, "--max-new-tokens", 5, "--temperature", 1, "--seed", 0) == 0
+        assert tinygpt("chat", "--checkpoint", out, "--max-new-tokens", 5, "--temperature", 1, "--seed", 0,
+                       "--backend", backend) == 0
         answers.append(capsys.readouterr().out)
     assert len(answers[0].rstrip("\n")) > 0 and answers[0] == answers[1]    # one answer, then /exit stops
 
@@ -192,3 +198,46 @@ def test_ctrl_c_during_finetune_checkpoints_the_step_and_resume_is_exact(pretrai
     wa, wb = a.state_dict(), b.state_dict()
     for name in wa:
         np.testing.assert_array_equal(B.to_numpy(wa[name]), B.to_numpy(wb[name]), err_msg=name)
+
+
+def test_classify_command_and_generate_on_a_classifier(pretrained, tmp_path, capsys, monkeypatch):
+    """`tinygpt classify` labels messages with a `finetune classify` run as the book's classify_review does;
+    `generate` on that run names it a classifier and points at `classify`."""
+    from gpt.classify import classify_review
+
+    out = tmp_path / "clf"
+    assert classify(pretrained, out, "--max-steps", 2) == 0
+    capsys.readouterr()
+    texts = ["WINNER! Claim your prize now", "see you at lunch?"]
+    assert tinygpt("classify", "--checkpoint", out, "--text", texts[0], "--text", texts[1]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model, tok, state = load_finetuned(out, backends.get_backend("numpy"))
+    for line, text in zip(lines, texts):
+        label, prob, echoed = line.split("\t")
+        assert echoed == text and 0.5 <= float(prob) <= 1.0
+        assert label == classify_review(text, model, tok, max_length=state["finetune"]["max_length"],
+                                        pad_token_id=256)
+    monkeypatch.setattr("sys.stdin", io.StringIO(texts[1] + "\n"))
+    assert tinygpt("classify", "--checkpoint", out) == 0 and capsys.readouterr().out == lines[1] + "\n"
+    assert tinygpt("generate", "--checkpoint", out, "--prompt", "hi") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a spam classifier" in err and "tinygpt classify" in err
+    assert tinygpt("classify", "--checkpoint", pretrained, "--text", "hi") == 2
+    assert "not a classifier (a pretrained language model)" in capsys.readouterr().err
+
+
+def test_chat_on_a_model_that_was_not_instruction_tuned_says_so_first(pretrained, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert tinygpt("chat", "--checkpoint", pretrained, "--max-new-tokens", 2) == 0
+    out, err = capsys.readouterr()
+    assert "was not instruction-tuned" in err and "finetune instruct" in err and out.count("\n") == 1
+
+
+def test_finetune_resume_accepts_the_original_flags(pretrained, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert classify(pretrained, out, "--max-steps", 2, "--lora-rank", 2) == 0
+    assert classify(pretrained, out, "--max-steps", 3, "--lora-rank", 2, "--resume") == 0   # same flags + --resume
+    assert "resumed" in capsys.readouterr().out
+    assert classify(pretrained, out, "--max-steps", 4, "--lora-rank", 4, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--lora-rank/--lora-alpha {'rank': 4, 'alpha': 4} (the run has {'rank': 2, 'alpha': 2})" in err

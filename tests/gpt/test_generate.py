@@ -18,8 +18,11 @@ MODELS = {name: GPTModel(CFG, backend=backends.get_backend(name, "float64"), see
           for name in ("numpy", "torch")}
 
 
-@pytest.fixture(params=["numpy", "torch"])
+@pytest.fixture(params=["numpy", "torch", "cupy"])
 def model(request):
+    if request.param == "cupy":   # the CPU stand-in (tests/fakecupy): built while this test has it installed
+        request.getfixturevalue("fake_cupy")
+        return GPTModel(CFG, backend=backends.get_backend("cupy", "float64"), seed=11).eval()
     return MODELS[request.param]
 
 

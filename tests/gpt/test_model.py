@@ -291,8 +291,10 @@ def test_124m_parameter_count_is_the_books():
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
 
 
-@pytest.mark.parametrize("name", ["numpy", "torch"])
-def test_kv_cache_prefill_chunks_and_single_steps_equal_a_full_pass(name):
+@pytest.mark.parametrize("name", ["numpy", "torch", "cupy"])   # cupy: the CPU stand-in (tests/fakecupy)
+def test_kv_cache_prefill_chunks_and_single_steps_equal_a_full_pass(name, request):
+    if name == "cupy":
+        request.getfixturevalue("fake_cupy")
     m = GPTModel(CFG, backend=backends.get_backend(name, "float64"), seed=3).eval()
     full = to_numpy_any(m(INPUTS))
     cache = m.new_kv_cache(3)

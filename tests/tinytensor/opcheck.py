@@ -5,7 +5,8 @@
 the check would pass vacuously), and compares shape, dtype, values and every input's gradient. Error metric per
 tensor: max |ours − torch| / max |torch|, with the denominator floored at `floor` × the largest gradient of the
 call (DESIGN §5: mathematically-zero gradients are rounding noise on both sides). `check_raises` is its twin for
-errors: both sides must raise the same exception type.
+errors: both sides must raise, ours an instance of torch's exception type (the same type, or a subclass such as
+tinytensor's ShapeError, a ValueError that is also torch's RuntimeError: code that catches torch's error catches it).
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def check_op(torch_fn: Callable[..., Any], ours_fn: Callable[..., Any], shapes_o
 
 def check_raises(torch_fn: Callable[..., Any], ours_fn: Callable[..., Any], shapes_or_inputs: Sequence[Any],
                  dtype=np.float64, match: str | None = None) -> BaseException:
-    """Both functions must raise, with the same exception type; `match` (a substring) is checked in ours' message."""
+    """Both functions must raise, ours an instance of torch's exception type; `match` (a substring) is checked in
+    ours' message."""
     arrays = _make_inputs(shapes_or_inputs, dtype, 0)
     errors = []
     for fn, wrap in ((torch_fn, torch.tensor), (ours_fn, tt.Tensor)):
@@ -99,8 +101,26 @@ def check_raises(torch_fn: Callable[..., Any], ours_fn: Callable[..., Any], shap
     t_err, o_err = errors
     assert t_err is not None, "torch did not raise"
     assert o_err is not None, f"ours did not raise (torch raised {type(t_err).__name__}: {t_err})"
-    assert type(o_err) is type(t_err), (f"ours raised {type(o_err).__name__}: {o_err}; "
+    assert isinstance(o_err, type(t_err)), (f"ours raised {type(o_err).__name__}: {o_err}; "
                                         f"torch raised {type(t_err).__name__}: {t_err}")
     if match is not None:
         assert match in str(o_err), f"message {str(o_err)!r} does not contain {match!r}"
     return o_err
+
+
+def fused_and_composite(fused: Callable, composite: Callable, arrays: Sequence[np.ndarray], seed: int = 0
+                        ) -> list[list[np.ndarray]]:
+    """Outputs and input gradients of a fused op and its composite twin for the same inputs, random upstream
+    gradient and RNG seed (dropout masks): [[out, *grads] of fused, [out, *grads] of composite]."""
+    from tinytensor.random import manual_seed
+
+    dout, results = None, []
+    for fn in (fused, composite):
+        ins = [tt.Tensor(a.copy(), requires_grad=True) for a in arrays]
+        manual_seed(seed)
+        out = fn(*ins)
+        if dout is None:
+            dout = np.random.default_rng(1).standard_normal(out.shape)
+        (out * tt.Tensor(dout)).sum().backward()
+        results.append([out.numpy()] + [t.grad.numpy() for t in ins])
+    return results

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from opcheck import _make_inputs, check_op, check_raises
+from opcheck import _make_inputs, check_op, check_raises, fused_and_composite
 
 import tinytensor as tt
 import tinytensor.functional as F
@@ -120,27 +120,13 @@ def test_composite_vs_torch(name, torch_fn, ours_fn, inputs, dtype, rtol):
     check_op(torch_fn, ours_fn, inputs, rtol=rtol, dtype=dtype)
 
 
-def _fused_and_composite(fused, composite, arrays, seed=0):
-    """Outputs and input gradients of both paths for the same inputs, upstream gradient and RNG seed."""
-    dout = None
-    results = []
-    for fn in (fused, composite):
-        ins = [tt.Tensor(a.copy(), requires_grad=True) for a in arrays]
-        manual_seed(seed)
-        out = fn(*ins)
-        if dout is None:
-            dout = np.random.default_rng(1).standard_normal(out.shape)
-        (out * tt.Tensor(dout)).sum().backward()
-        results.append([out.numpy()] + [t.grad.numpy() for t in ins])
-    return results
-
 
 @pytest.mark.parametrize("kwargs", [dict(is_causal=True), dict(attn_mask=BOOL_MASK), dict(is_causal=True,
                                     dropout_p=0.4), dict(attn_mask=BOOL_MASK, dropout_p=0.25, scale=0.7)],
                          ids=["causal", "mask", "causal_dropout", "mask_dropout_scale"])
 def test_fused_attention_equals_composite(kwargs):
     arrays = _make_inputs([Q, KV, KV], np.float64, seed=11)
-    fused, comp = _fused_and_composite(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs),
+    fused, comp = fused_and_composite(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs),
                                        lambda q, k, v: F.attention_composite(q, k, v, **kwargs), arrays)
     for a, b in zip(fused, comp):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-13 * np.abs(b).max())

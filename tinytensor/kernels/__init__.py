@@ -12,10 +12,14 @@ from .attention import attention_backward, attention_forward
 from .dropout import dropout_backward, dropout_forward
 from .gelu import gelu_erf_backward, gelu_erf_forward, gelu_tanh_backward, gelu_tanh_forward
 from .layer_norm import layer_norm_backward, layer_norm_forward
+from .rms_norm import rms_norm_backward, rms_norm_forward
+from .rotary import rotary_backward, rotary_forward
+from .silu import silu_backward, silu_forward
 from .softmax import (cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward,
                       softmax_backward, softmax_forward)
 
 __all__ = ["attention_forward", "attention_backward", "dropout_forward", "dropout_backward", "gelu_tanh_forward",
            "gelu_tanh_backward", "gelu_erf_forward", "gelu_erf_backward", "layer_norm_forward",
-           "layer_norm_backward", "softmax_forward", "softmax_backward", "log_softmax_forward",
+           "layer_norm_backward", "rms_norm_forward", "rms_norm_backward", "silu_forward", "silu_backward",
+           "rotary_forward", "rotary_backward", "softmax_forward", "softmax_backward", "log_softmax_forward",
            "log_softmax_backward", "cross_entropy_forward", "cross_entropy_backward"]

@@ -16,6 +16,13 @@ Masked scores get P = 0, so dS = 0 there: the mask needs no backward of its own.
 
 Fully-masked rows (a query that may attend to nothing): torch's math path gives nan; we define the output row and
 every gradient through it as 0 (the row's weights are all 0), which keeps padding rows from poisoning a batch.
+
+Grouped-query attention (Ainslie et al. 2023; torch's enable_gqa): K and V have h_kv < h heads and query head i
+uses key/value head ⌊i / g⌋, g = h / h_kv (torch's repeat_interleave). Instead of repeating K and V g times, the g
+query heads of a group are stacked along the time axis, (.., h, Tq, E) -> (.., h_kv, g·Tq, E), a free reshape:
+each stacked query row meets its group's one K, so S = s·Q Kᵀ and O = P̃ V are single products per kv head, and in
+backward the contraction over the stacked rows in dK = s·dSᵀ Q and dV = P̃ᵀ dO *is* the sum of the group's
+gradients (docs/backprop-llama.md §4). Masks and dropout act on S and P in the (.., h, Tq, Tk) layout as before.
 """
 from __future__ import annotations
 
@@ -34,17 +41,49 @@ def causal_mask(tq: int, tk: int, xp) -> Any:
     return xp.tril(xp.ones((tq, tk), dtype=bool))
 
 
+def gqa_groups(q_shape: tuple, k_shape: tuple, v_shape: tuple, enable_gqa: bool) -> tuple[int, int]:
+    """(query heads per key head, query heads per value head): (1, 1) unless enable_gqa with fewer kv heads."""
+    if not enable_gqa:
+        return 1, 1
+    hq, hk, hv = q_shape[-3], k_shape[-3], v_shape[-3]
+    assert hq % hk == 0 and hq % hv == 0, "the functional wrapper checks that kv heads divide query heads"
+    return hq // hk, hq // hv
+
+
+def grouped_matmul(a, b, groups: int) -> Any:
+    """a @ b where a (.., h, m, n) has `groups` times the heads of b (.., h/groups, n, p): each group of a's heads,
+    stacked along its rows, meets one head of b. Returns (.., h, m, p); plain a @ b when groups == 1."""
+    if groups == 1:
+        return matmul(a, b)
+    h, m = a.shape[-3], a.shape[-2]
+    out = matmul(a.reshape(a.shape[:-3] + (h // groups, groups * m, a.shape[-1])), b)  # (.., h_kv, g·m, p)
+    return out.reshape(out.shape[:-3] + (h, m, out.shape[-1]))  # (.., h, m, p)
+
+
+def grouped_matmul_tn(a, b, groups: int) -> Any:
+    """aᵀ b contracted over the rows of each group: a (.., h, m, n), b (.., h, m, p) -> (.., h/groups, n, p), the
+    sum over each group's g heads of a_headᵀ b_head (the backward of grouped_matmul's shared operand)."""
+    if groups == 1:
+        return matmul(a.swapaxes(-1, -2), b)
+    h, m = a.shape[-3], a.shape[-2]
+    a2 = a.reshape(a.shape[:-3] + (h // groups, groups * m, a.shape[-1]))  # (.., h_kv, g·m, n)
+    b2 = b.reshape(b.shape[:-3] + (h // groups, groups * m, b.shape[-1]))  # (.., h_kv, g·m, p)
+    return matmul(a2.swapaxes(-1, -2), b2)  # (.., h_kv, n, p): Σ over the g·m stacked rows
+
+
 def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: float | None = None,
-                      dropout_keep=None, dropout_p: float = 0.0) -> tuple[Any, dict]:
+                      dropout_keep=None, dropout_p: float = 0.0, enable_gqa: bool = False) -> tuple[Any, dict]:
     """O = dropout(softmax(s·Q Kᵀ + M)) V for q (..., Tq, hd), k (..., Tk, hd), v (..., Tk, hv); returns (O, saved).
 
     attn_mask: boolean (True = may attend, torch's convention) or float (added to the scores), broadcastable to
     (..., Tq, Tk). dropout_keep: boolean keep-mask broadcastable to (..., Tq, Tk), or None for no dropout.
+    enable_gqa: k and v may have fewer heads (dim −3) than q, each dividing q's (grouped-query attention).
     """
     xp = get_array_module(q)
     tq, tk = q.shape[-2], k.shape[-2]
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    scores = matmul(q, k.swapaxes(-1, -2))  # (..., Tq, Tk)
+    gk, gv = gqa_groups(q.shape, k.shape, v.shape, enable_gqa)
+    scores = grouped_matmul(q, k.swapaxes(-1, -2), gk)  # (..., Tq, Tk)
     scores *= s
     allowed = causal_mask(tq, tk, xp) if is_causal else None
     if attn_mask is not None:
@@ -58,18 +97,19 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
         xp.copyto(scores, -xp.inf, where=~allowed)  # mask fill in place
     # stable softmax in place; a fully-masked row has max −inf: shift it by 0 instead so it stays all zeros
     m = scores.max(axis=-1, keepdims=True)
-    m[m == -xp.inf] = 0
+    xp.copyto(m, 0, where=m == -xp.inf)  # not m[mask] = 0: boolean-mask assignment syncs with the host on CuPy
     scores -= m
     xp.exp(scores, out=scores)
     denom = scores.sum(axis=-1, keepdims=True)
-    denom[denom == 0] = 1  # fully-masked rows: 0/1 = 0 rather than 0/0
+    xp.copyto(denom, 1, where=denom == 0)  # fully-masked rows: 0/1 = 0 rather than 0/0
     scores /= denom
     probs = scores  # P, (..., Tq, Tk)
     pd = probs
     if dropout_keep is not None:
         pd = probs * (dropout_keep * probs.dtype.type(keep_scale(dropout_p)))  # P̃ = P ⊙ D / (1 − p)
-    out = matmul(pd, v)  # (..., Tq, hv)
-    saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p}
+    out = grouped_matmul(pd, v, gv)  # (..., Tq, hv)
+    saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p,
+             "groups": (gk, gv)}
     return out, saved
 
 
@@ -77,10 +117,11 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     """(dq, dk, dv) for attention_forward, step by step as in the module docstring (batch shapes may be broadcast;
     the autograd engine sums them back to each input's shape)."""
     q, k, v, probs, s, keep = saved["q"], saved["k"], saved["v"], saved["probs"], saved["scale"], saved["keep"]
+    gk, gv = saved["groups"]  # query heads per key / value head (1 without GQA)
     drop = None if keep is None else keep * probs.dtype.type(keep_scale(saved["p"]))  # D / (1 − p)
     pd = probs if drop is None else probs * drop  # P̃
-    dv = matmul(pd.swapaxes(-1, -2), dout)  # dV = P̃ᵀ dO
-    dp = matmul(dout, v.swapaxes(-1, -2))  # dP̃ = dO Vᵀ
+    dv = grouped_matmul_tn(pd, dout, gv)  # dV = P̃ᵀ dO (GQA: summed over each group's query heads)
+    dp = grouped_matmul(dout, v.swapaxes(-1, -2), gv)  # dP̃ = dO Vᵀ
     if drop is not None:
         dp *= drop  # dP = dP̃ ⊙ D / (1 − p)
     # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place
@@ -88,6 +129,6 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     dp *= probs
     ds = dp
     ds *= s  # fold the scale into dS once instead of into both dQ and dK
-    dq = matmul(ds, k)  # dQ = s·dS K
-    dk = matmul(ds.swapaxes(-1, -2), q)  # dK = s·dSᵀ Q
+    dq = grouped_matmul(ds, k, gk)  # dQ = s·dS K
+    dk = grouped_matmul_tn(ds, q, gk)  # dK = s·dSᵀ Q (GQA: summed over each group's query heads)
     return dq, dk, dv

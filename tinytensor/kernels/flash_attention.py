@@ -23,6 +23,11 @@ Attention dropout (keep-mask Dᵢⱼ, factor c = 1/(1 − p)) multiplies Pᵢⱼ
 while ℓᵢ sums the undropped Pᵢⱼ (dropout acts after the softmax); in backward dVⱼ += (P ⊙ D·c)ᵀ dOᵢ and
 dPᵢⱼ = (dOᵢ Vⱼᵀ) ⊙ D·c, and Dᵢ = rowsum(dO ⊙ O) still equals rowsum(dP ⊙ P). As in FlashAttention, the mask is
 never stored: each tile's mask is regenerated from a counter-based generator (Philox) keyed by (seed, tile).
+
+Grouped-query attention (enable_gqa): K and V are repeated to the query heads first, exactly torch's math path
+(repeat_interleave along dim −3), and in backward dK, dV are summed back over each group of g query heads. The
+tiles walk the time axis, so the plain kernel's trick of stacking a group's queries along it would break the causal
+tiling; the repeat costs g copies of K and V (still O(T·hd) per head).
 """
 from __future__ import annotations
 
@@ -57,12 +62,26 @@ def tile_keep_mask(seed: int, q0: int, k0: int, shape: tuple[int, ...], p: float
     return xp.asarray(keep * np.float32(keep_scale(p)))
 
 
+def repeat_heads(x, groups: int) -> Any:
+    """(.., h_kv, T, E) -> (.., h_kv·groups, T, E), each head repeated `groups` times in place (repeat_interleave)."""
+    return x if groups == 1 else get_array_module(x).repeat(x, groups, axis=-3)
+
+
+def sum_head_groups(dx, groups: int) -> Any:
+    """repeat_heads' backward: (.., h_kv·groups, T, E) -> (.., h_kv, T, E), summing each group's gradients."""
+    if groups == 1:
+        return dx
+    return dx.reshape(dx.shape[:-3] + (-1, groups) + dx.shape[-2:]).sum(axis=-3)
+
+
 def flash_attention_forward(q, k, v, is_causal: bool = False, scale: float | None = None, dropout_p: float = 0.0,
-                            seed: int = 0, block: int = BLOCK) -> tuple[Any, dict]:
+                            seed: int = 0, block: int = BLOCK, enable_gqa: bool = False) -> tuple[Any, dict]:
     """O = dropout(softmax(s·Q Kᵀ [+ causal mask])) V by key tiles with an online softmax; returns (O, saved) where
     saved holds q, k, v, O and the row log-sum-exp L (..., Tq, 1) — no (Tq, Tk) array is kept. `seed` keys the
-    per-tile dropout masks."""
+    per-tile dropout masks; with enable_gqa, k and v may have fewer heads (dim −3), each count dividing q's."""
     xp = get_array_module(q)
+    groups = (q.shape[-3] // k.shape[-3], q.shape[-3] // v.shape[-3]) if enable_gqa else (1, 1)
+    k, v = repeat_heads(k, groups[0]), repeat_heads(v, groups[1])  # (.., h, Tk, E): one K, V per query head
     tq, tk = q.shape[-2], k.shape[-2]
     if is_causal and tq > tk:
         raise ValueError("flash attention with is_causal needs Tq <= Tk")
@@ -94,7 +113,7 @@ def flash_attention_forward(q, k, v, is_causal: bool = False, scale: float | Non
         out[..., q0:q0 + n, :] = acc
         lse[..., q0:q0 + n, :] = m + xp.log(ell)
     saved = {"q": q, "k": k, "v": v, "out": out, "lse": lse, "scale": s, "causal": is_causal, "block": block,
-             "p": dropout_p, "seed": seed}
+             "p": dropout_p, "seed": seed, "groups": groups}
     return out, saved
 
 
@@ -128,7 +147,9 @@ def flash_attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
             dp *= s  # the scale, folded in once for dQ and dK
             dq[..., q0:q0 + block, :] += matmul(dp, kj)  # dQᵢ += s·dS Kⱼ
             dk[..., k0:k0 + block, :] += matmul(dp.swapaxes(-1, -2), qi)  # dKⱼ += s·dSᵀ Qᵢ
-    return dq, dk, dv
+    gk, gv = saved["groups"]
+    return dq, sum_head_groups(dk, gk), sum_head_groups(dv, gv)  # GQA: each group's heads summed back
 
 
-__all__ = ["flash_attention_forward", "flash_attention_backward", "tile_keep_mask", "BLOCK"]
+__all__ = ["flash_attention_forward", "flash_attention_backward", "tile_keep_mask", "repeat_heads", "sum_head_groups",
+           "BLOCK"]

@@ -77,10 +77,12 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, reduction: 
     losses *= keep
     dt = logits.dtype.type
     if reduction == "mean":
-        n_kept = int(keep.sum())
-        # nan for no kept rows (torch's 0/0); the gradient weight is then 0 rather than inf
-        loss = losses.sum() / dt(n_kept) if n_kept else xp.asarray(dt("nan"))
-        weight = keep * dt(1.0 / n_kept if n_kept else 0.0)
+        # the count stays on the device (no sync): loss = Σ / n, or nan for no kept rows (torch's 0/0), whose
+        # gradient weight is then 0 rather than inf
+        n_kept = keep.sum(dtype=logits.dtype)
+        n_safe = xp.maximum(n_kept, 1)
+        loss = xp.where(n_kept > 0, losses.sum() / n_safe, dt("nan"))
+        weight = keep * (1 / n_safe)
     elif reduction == "sum":
         loss, weight = losses.sum(), keep.astype(logits.dtype)
     elif reduction == "none":
