@@ -186,6 +186,8 @@ def eval_batches(dataset: Any, batch_size: int) -> list[tuple[np.ndarray, np.nda
 
 def replace_head(model: Any, num_classes: int = 2, seed: int = 123) -> Any:
     """Swap the vocabulary head for a seeded Linear(emb_dim, num_classes) with bias (torch.nn.Linear's default)."""
+    if hasattr(model, "replace_head"):  # an encoder (gpt/bert.py): a head on its pooled [CLS]
+        return model.replace_head(num_classes, seed)
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes} must be >= 2")
     emb_dim = model.out_head.in_features
@@ -203,8 +205,11 @@ def set_trainable(model: Any, trainable: str = "last-block") -> Any:
         raise ValueError(f"trainable={trainable!r} is not one of {list(TRAINABLE_CHOICES)}")
     for p in model.parameters():
         p.requires_grad = trainable == "all"
-    parts = {"head": [model.out_head], "last-block": [model.trf_blocks[-1], model.final_norm, model.out_head],
-             "all": []}[trainable]
+    if hasattr(model, "trainable_parts"):  # an encoder names its own head and last block
+        parts = model.trainable_parts(trainable)
+    else:
+        parts = {"head": [model.out_head], "last-block": [model.trf_blocks[-1], model.final_norm, model.out_head],
+                 "all": []}[trainable]
     for part in parts:
         for p in part.parameters():
             p.requires_grad = True
@@ -223,7 +228,10 @@ def _pool(logits: Any, input_batch: Any, pad_token_id: int | None, B: Any) -> An
 
 
 def classifier_logits(model: Any, input_batch: Any, pad_token_id: int | None = None) -> Any:
-    """The class logits (b, num_classes) of a batch: the last position's (book) or the last non-pad token's."""
+    """The class logits (b, num_classes) of a batch: the last position's (book) or the last non-pad token's; an
+    encoder's (gpt/bert.py) from its pooled [CLS]."""
+    if hasattr(model, "classify"):
+        return model.classify(input_batch)
     return _pool(model(input_batch), input_batch, pad_token_id, model.B)
 
 

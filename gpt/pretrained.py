@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from .bert import load_hf_bert
 from .families import export_hf_decoder, load_hf_decoder
 from .weights import export_hf_gpt2, load_hf_gpt2
 
@@ -18,6 +19,7 @@ LOADERS: dict[str, Callable[..., Any]] = {
     "gpt2": load_hf_gpt2,
     "llama": load_hf_decoder,
     "qwen3": load_hf_decoder,
+    "bert": load_hf_bert,
 }
 
 # GPTConfig.arch -> writer(model, out_dir) of a Hugging Face directory
@@ -63,6 +65,8 @@ def load_pretrained_dir(path: str | os.PathLike, backend: Any) -> tuple[Any, Any
     import tokenizer as tok_pkg
 
     path = Path(path)
+    if read_hf_config(path).get("model_type") == "bert":   # an encoder: its WordPiece vocab.txt, the masked-LM state
+        return load_hf_bert_dir(path, backend)
     model = from_pretrained(path, backend=backend)
     if (path / "tokenizer.json").is_file():
         return model, tok_pkg.from_pretrained(path), {"tokenizer": {"kind": "hf", "path": str(path)}}
@@ -70,6 +74,23 @@ def load_pretrained_dir(path: str | os.PathLike, backend: Any) -> tuple[Any, Any
         raise FileNotFoundError(f"{path} has no tokenizer.json; a {model.cfg.arch} directory needs its own "
                                 f"tokenizer (copy tokenizer.json and tokenizer_config.json from the model's hub page)")
     return model, tok_pkg.get_encoding("gpt2"), {"tokenizer": {"kind": "gpt2"}}
+
+
+def load_hf_bert_dir(path: str | os.PathLike, backend: Any) -> tuple[Any, Any, dict]:
+    """(BertModel, its WordPiece tokenizer, a state naming both and the special ids) of a Hugging Face BERT
+    directory (config.json + model.safetensors + vocab.txt)."""
+    import tokenizer as tok_pkg
+
+    from gpt.mlm import special_ids_for
+
+    path = Path(path)
+    model, tok = load_hf_bert(path, backend=backend), tok_pkg.from_pretrained(path)
+    special, _ = special_ids_for(tok, model.cfg.vocab_size)
+    if max(special.all()) >= model.cfg.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has no [PAD]/[CLS]/[SEP]/[MASK] tokens; is its vocab.txt BERT's?")
+    state = {"arch": "bert", "tokenizer": {"kind": "pretrained", "path": str(path.resolve())},
+             "mlm": {"special_ids": special.to_dict()}}
+    return model, tok, state
 
 
 def export_hf(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> list[Path]:
@@ -127,4 +148,5 @@ def download_hub_model(name: str, dest: str | os.PathLike, fetch: Callable[..., 
 
 
 __all__ = ["LOADERS", "EXPORTERS", "HUB_MODELS", "from_pretrained", "read_hf_config", "load_pretrained_dir",
+           "load_hf_bert_dir",
            "export_hf", "hub_model_dir", "resolve_hub_name", "download_hub_model"]

@@ -287,15 +287,20 @@ class GELU(Function):
     """GELU, exact (erf) or tanh-approximated; the math is in kernels/gelu.py."""
 
     def forward(self, x, approximate):
-        self.x, self.tanh, self.th = x, approximate == "tanh", None
-        if self.tanh and isinstance(x, np.ndarray):  # the fast in-place pair; CuPy keeps the reference one
-            out, self.th = _gelu.gelu_tanh_forward_inplace(x)
+        self.x, self.tanh, self.th, self.deriv = x, approximate == "tanh", None, None
+        if isinstance(x, np.ndarray):  # the fast in-place pairs; CuPy keeps the reference ones
+            if self.tanh:
+                out, self.th = _gelu.gelu_tanh_forward_inplace(x)
+            else:
+                out, self.deriv = _gelu.gelu_erf_forward_inplace(x)
             return out
         return _gelu.gelu_tanh_forward(x) if self.tanh else _gelu.gelu_erf_forward(x)
 
     def backward(self, g):
         if self.th is not None:
             return (_gelu.gelu_tanh_backward_inplace(g, self.x, self.th),)
+        if self.deriv is not None:
+            return (_gelu.gelu_erf_backward_inplace(g, self.deriv),)
         return ((_gelu.gelu_tanh_backward if self.tanh else _gelu.gelu_erf_backward)(g, self.x),)
 
 

@@ -67,9 +67,9 @@ def _add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def load_tokenizer(spec: str):
-    """The tokenizer `--tokenizer` names: gpt2, a file written by `train`, or a Hugging Face tokenizer.json / model
-    directory (from_pretrained; a caller such as the tinygpt command may put its own loader, which also reads run
-    directories, in args.load_tokenizer)."""
+    """The tokenizer `--tokenizer` names: gpt2, a file written by `train`, or a tokenizer.json / vocab.txt / model
+    directory (a caller such as the tinygpt command may put its own loader, which also reads run directories, in
+    args.load_tokenizer)."""
     if spec == "gpt2":
         return get_encoding("gpt2")
     path = Path(spec)

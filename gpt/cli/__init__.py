@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from gpt.cli.common import DEFAULT_RUN_DIR, PROG, Parser, add_common_args, make_backend, positive, write_tokens
 from gpt.cli.convert import add_convert_command, add_download_command
+from gpt.cli.fill_mask import add_fill_mask_command
 from gpt.cli.finetune import add_finetune_command
 from gpt.cli.generate import add_chat_command, add_classify_command, add_generate_command
 from gpt.cli.inspect import add_inspect_command
@@ -25,6 +26,7 @@ from gpt.cli.train import add_eval_command, add_prepare_command, add_train_comma
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_generate_command, add_eval_command, add_convert_command, add_download_command,
     add_tokenizer_command, add_finetune_command, add_chat_command, add_classify_command, add_prepare_command,
+    add_fill_mask_command,
     add_inspect_command,
     add_serve_command,
     add_sweep_command,

@@ -78,7 +78,6 @@ def _prepare(args: argparse.Namespace, task: str, defaults: TrainConfig, task_fl
     """The model, tokenizer, config and description of a new run, or of the run in --out being resumed.
     `load_init(path, backend)` reads --init (DPO also accepts an instruction-tuned model)."""
     from gpt.classify import end_of_text_id
-    from gpt.model import GPTModel
     from gpt.training.checkpoint import read_checkpoint, read_index
     from gpt.training.corpus import load_tokenizer
 
@@ -94,7 +93,7 @@ def _prepare(args: argparse.Namespace, task: str, defaults: TrainConfig, task_fl
             raise ValueError(f"--resume continues the saved model, data and settings, and these flags differ from "
                              f"them: {'; '.join(conflicts)}; drop them, or start a new run with another --out")
         cfg = _config(args, TrainConfig.from_dict(ft["config"]))
-        model = GPTModel(ckpt.state["model_config"], backend=B, seed=0)
+        model = ftlib.model_class(ft)(ckpt.state["model_config"], backend=B, seed=0)
         ftlib.apply_finetune_shape(model, ft, seed=cfg.seed)
         tokenizer = load_tokenizer(ckpt.state.get("tokenizer") or {"kind": "gpt2"}, ckpt.path)
         return {"model": model, "tokenizer": tokenizer, "tok_spec": ckpt.state.get("tokenizer"), "cfg": cfg,
@@ -106,8 +105,13 @@ def _prepare(args: argparse.Namespace, task: str, defaults: TrainConfig, task_fl
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     cfg = _config(args, defaults)
     model, tokenizer, state = load_init(args.init, B)
-    ft = {"task": task, "lora": ftlib.lora_spec(args.lora_rank, args.lora_alpha),
-          "pad_token_id": end_of_text_id(tokenizer), "init": str(args.init), "config": cfg.to_dict()}
+    ft = {"task": task, "lora": ftlib.lora_spec(args.lora_rank, args.lora_alpha), "init": str(args.init),
+          "config": cfg.to_dict()}
+    if state.get("arch") == "bert":  # an encoder: [CLS] text [SEP], padded with [PAD] (masked out of attention)
+        special = state["mlm"]["special_ids"]
+        ft.update(arch="bert", special_ids=special, pad_token_id=special["pad"])
+    else:
+        ft["pad_token_id"] = end_of_text_id(tokenizer)
     return {"model": model, "tokenizer": tokenizer, "tok_spec": state.get("tokenizer") or {"kind": "gpt2"},
             "cfg": cfg, "ft": ft, "data": args.data, "limit": args.limit, "resume_from": None, "out": out}
 
@@ -181,7 +185,8 @@ def cmd_finetune_classify(args: argparse.Namespace) -> int:
     model, tok, cfg, ft = run["model"], run["tokenizer"], run["cfg"], run["ft"]
     splits = ftlib.spam_splits(run["data"], cfg.seed, run["limit"])
     if run["resume_from"] is None:
-        max_length, note = ftlib.choose_max_length(splits[0], tok, int(ft["pad_token_id"]), args.max_length,
+        max_length, note = ftlib.choose_max_length(splits[0], ftlib.classify_tokenizer(tok, ft),
+                                                   int(ft["pad_token_id"]), args.max_length,
                                                    model.cfg.context_length)
         if note:
             say(f"note: {note}")

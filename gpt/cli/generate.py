@@ -35,6 +35,13 @@ def _task(state: dict) -> str | None:
     return (state.get("finetune") or {}).get("task")
 
 
+def _refuse_encoder(state: dict, checkpoint: str, command: str) -> None:
+    """An encoder (BERT) predicts masked tokens, not the next one: generating from it would be noise."""
+    if state.get("arch") == "bert" and _task(state) != "classify":
+        raise ValueError(f"{checkpoint} is a BERT encoder (masked-LM), which does not continue text; use `{PROG} "
+                         f"fill-mask --checkpoint {checkpoint} --text \"... [MASK] ...\"`, or {command} a decoder")
+
+
 def prompt_ids(text: str, tok: Any, context_length: int, room: int = 1) -> np.ndarray:
     """The prompt as a (1, n) batch keeping its last tokens so `room` new ones fit the context; an empty prompt
     is a ValueError, a cut one is said on stderr."""
@@ -72,6 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _check_top_p(args)
     B = make_backend(args)
     model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
+    _refuse_encoder(state, args.checkpoint, "generate from")
     if _task(state) == "classify":
         raise ValueError(f"{args.checkpoint} is a spam classifier (`finetune classify`), not a text generator; use "
                          f"`{PROG} classify --checkpoint {args.checkpoint} --text TEXT`")
@@ -114,6 +122,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     _check_top_p(args)
     B = make_backend(args)
     model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
+    _refuse_encoder(state, args.checkpoint, "chat with")
     if _task(state) == "classify":
         raise ValueError(f"{args.checkpoint} is a classifier; chat needs a `finetune instruct` model")
     # a Llama 3 / Qwen3 directory speaks its own chat format and keeps the conversation; a book model, Alpaca's
@@ -190,11 +199,12 @@ def add_classify_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from gpt.classify import CLASS_NAMES, class_probabilities
-    from gpt.training.finetune import load_finetuned
+    from gpt.training.finetune import classify_tokenizer, load_finetuned
 
     B = make_backend(args)
     model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
     ft = state.get("finetune") or {}
+    tok = classify_tokenizer(tok, ft)  # an encoder reads [CLS] text [SEP]
     if ft.get("task") != "classify":
         what = f"a `finetune {ft['task']}` model" if ft else "a pretrained language model"
         raise ValueError(f"{args.checkpoint} is not a classifier ({what}); train one with `{PROG} finetune "

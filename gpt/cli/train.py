@@ -27,6 +27,7 @@ TRAIN_FLAGS = ("max_steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_
                "grad_clip", "eval_interval", "eval_iters", "keep_last", "sample_prompt", "autocast", "peak_flops")
 TRAIN_SWITCHES = ("compile", "tf32", "fused_adamw")   # store_true flags: only a given one changes the config
 MODEL_FLAGS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "weight_init")
+ARCHS = ("gpt2", "llama", "qwen3", "bert")
 
 
 def _dflt(name: str) -> str:
@@ -47,8 +48,10 @@ def _add_data_model_args(p: argparse.ArgumentParser) -> None:
                         "bytes: 256 byte symbols")
     d.add_argument("--vocab-size", type=positive(int), metavar="N", help="BPE vocabulary size (default 1024)")
     m = p.add_argument_group("model (default: a ~2.2 M-parameter GPT)")
-    m.add_argument("--arch", choices=("gpt2", "llama", "qwen3"), help="model family (default gpt2): llama is RMSNorm "
-                   "+ RoPE + SwiGLU + grouped-query attention, qwen3 adds QK-norm (gpt/families.py)")
+    m.add_argument("--arch", choices=ARCHS, default=None,
+                   help="model family: gpt2 (default; next-token prediction), llama (RMSNorm + RoPE + SwiGLU + "
+                        "grouped-query attention), qwen3 (llama + QK-norm; gpt/families.py), bert (an encoder, "
+                        "masked-LM: 15%%, 80/10/10; gpt/bert.py)")
     m.add_argument("--config", choices=("124M", "355M", "774M", "1558M"), help="a GPT-2 size")
     m.add_argument("--context-length", type=positive(int), metavar="N", help="tokens per window" + _dflt("context_length"))
     m.add_argument("--emb-dim", type=positive(int), metavar="N", help="residual width" + _dflt("emb_dim"))
@@ -158,6 +161,11 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> dict:
     return cfg
 
 
+def run_arch(state: dict) -> str:
+    """A saved run's model family: bert (state.json's "arch"), else its model_config's (gpt2, llama, qwen3)."""
+    return state.get("arch") or state["model_config"].get("arch", "gpt2")
+
+
 def resume_conflicts(args: argparse.Namespace, state: dict) -> list[str]:
     """The model/tokenizer flags given with --resume whose values differ from the saved run's, as 'flag X (run: Y)'."""
     saved, conflicts = state["model_config"], []
@@ -167,8 +175,8 @@ def resume_conflicts(args: argparse.Namespace, state: dict) -> list[str]:
         flag_given = getattr(args, name, None) not in (None, False) or (args.config and name in wanted)
         if flag_given and name in wanted and wanted[name] != saved.get(name, DEFAULT_MODEL_CONFIG.get(name)):
             conflicts.append(f"--{name.replace('_', '-')} {wanted[name]} (the run has {saved.get(name)})")
-    if args.arch is not None and args.arch != saved.get("arch", "gpt2"):
-        conflicts.append(f"--arch {args.arch} (the run has {saved.get('arch', 'gpt2')})")
+    if args.arch is not None and args.arch != run_arch(state):
+        conflicts.append(f"--arch {args.arch} (the run has {run_arch(state)})")
     kind = (state.get("tokenizer") or {}).get("kind")
     if args.tokenizer is not None and args.tokenizer != kind:
         conflicts.append(f"--tokenizer {args.tokenizer} (the run has {kind})")
@@ -231,9 +239,15 @@ def _resumed_run(args: argparse.Namespace, out: Path) -> dict:
     if ckpt.step >= cfg.total_steps(1):
         raise ValueError(f"the run in {out} is finished (step {ckpt.step} of {cfg.max_steps}); give a larger "
                          f"--max-steps to train it further, or start a new run")
-    return {"tokenizer": corpus.load_tokenizer(ckpt.state["tokenizer"], ckpt.path), "spec": ckpt.state["tokenizer"],
-            "model_cfg": ckpt.state["model_config"], "cfg": cfg,
-            "data": load_data(args.data or ckpt.state["data"]["source"])}
+    arch = run_arch(ckpt.state)
+    run = {"tokenizer": corpus.load_tokenizer(ckpt.state["tokenizer"], ckpt.path), "spec": ckpt.state["tokenizer"],
+           "model_cfg": ckpt.state["model_config"], "cfg": cfg, "arch": arch,
+           "data": load_data(args.data or ckpt.state["data"]["source"])}
+    if arch == "bert":
+        from gpt.mlm import SpecialIds
+
+        run["special"] = SpecialIds(**ckpt.state["mlm"]["special_ids"])
+    return run
 
 
 def _new_run(args: argparse.Namespace, say_: Callable[..., None]) -> dict:
@@ -258,7 +272,11 @@ def _new_run(args: argparse.Namespace, say_: Callable[..., None]) -> dict:
     if kind == "bpe" and not shard_tok:
         say_(f"trained a BPE tokenizer ({tokenizer.n_vocab} tokens) in {time.perf_counter() - t0:.1f} s")
     model_cfg["vocab_size"] = tokenizer.n_vocab
-    return {"tokenizer": tokenizer, "spec": spec, "model_cfg": model_cfg, "cfg": cfg, "data": data}
+    run = {"tokenizer": tokenizer, "spec": spec, "model_cfg": model_cfg, "cfg": cfg, "data": data,
+           "arch": args.arch or "gpt2"}
+    if run["arch"] == "bert":
+        run.update(bert_run(args, tokenizer, model_cfg))
+    return run
 
 
 def _objective(run: dict) -> tuple[Any, int, int]:
@@ -267,6 +285,9 @@ def _objective(run: dict) -> tuple[Any, int, int]:
     from gpt.training.objectives import LanguageModeling
 
     data, model_cfg, ctx = run["data"], run["model_cfg"], run["model_cfg"]["context_length"]
+    if run["arch"] == "bert" and shards.is_shard_dir(data.source):
+        raise ValueError(f"train --arch bert reads a text or token file, not a `{PROG} prepare` directory "
+                         f"({data.source})")
     if shards.is_shard_dir(data.source):
         meta = shards.read_meta(data.source)
         if meta["vocab_size"] > model_cfg["vocab_size"]:
@@ -283,12 +304,34 @@ def _objective(run: dict) -> tuple[Any, int, int]:
                              f"file")
         train_ids, val_ids = corpus.split_train_val(ids, run["cfg"].val_fraction)
         n_train, n_val = len(train_ids), len(val_ids)
+    if run["arch"] == "bert":
+        from gpt.training.objectives import MaskedLM
+
+        return MaskedLM(train_ids, val_ids, ctx, run["special"], model_cfg["vocab_size"]), n_train, n_val
     return LanguageModeling(train_ids, val_ids, ctx, tokenizer=run["tokenizer"]), n_train, n_val
 
 
 def _describe_eval(event: dict) -> str:
-    return (f"step {event['step']:>5}: train loss {event['train_loss']:.3f}, val loss {event['val_loss']:.3f}, "
+    acc = f", val masked acc {event['val_mlm_acc']:.3f}" if "val_mlm_acc" in event else ""
+    return (f"step {event['step']:>5}: train loss {event['train_loss']:.3f}, val loss {event['val_loss']:.3f}{acc}, "
             f"lr {event['lr']:.2e}, {event['tokens_seen']:,} tokens")
+
+
+def bert_run(args: argparse.Namespace, tokenizer: Any, model_cfg: dict) -> dict:
+    """The special ids and the BERT config of a new `train --arch bert` run, from the size flags (hidden 4·emb)."""
+    from gpt.bert import BertConfig
+    from gpt.mlm import special_ids_for
+
+    if args.config or args.weight_init or args.tie_weights or args.pad_vocab:
+        flag = next(f for f, v in (("--config", args.config), ("--weight-init", args.weight_init),
+                                   ("--tie-weights", args.tie_weights), ("--pad-vocab", args.pad_vocab)) if v)
+        raise ValueError(f"{flag} applies to --arch gpt2 only; a BERT is sized with --context-length, --emb-dim, "
+                         f"--n-heads, --n-layers and --drop-rate (its decoder is always tied)")
+    special, vocab = special_ids_for(tokenizer, tokenizer.n_vocab)
+    cfg = BertConfig(vocab_size=vocab, context_length=model_cfg["context_length"], emb_dim=model_cfg["emb_dim"],
+                     n_heads=model_cfg["n_heads"], n_layers=model_cfg["n_layers"], hidden_dim=4 * model_cfg["emb_dim"],
+                     drop_rate=model_cfg["drop_rate"], att_drop_rate=model_cfg["drop_rate"], pad_token_id=special.pad)
+    return {"special": special, "model_cfg": cfg.to_dict()}
 
 
 def _train(args: argparse.Namespace, B: Any, dist: Any, say_: Callable[..., None]) -> int:
@@ -306,7 +349,12 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, say_: Callable[..., None
         if kept is not None:
             say_(f"{out} held an earlier run: kept it as {kept} (pass --replace to delete it instead)")
     cfg, model_cfg = run["cfg"], run["model_cfg"]
-    model = GPTModel(model_cfg, backend=B, seed=cfg.seed)
+    if run["arch"] == "bert":
+        from gpt.bert import BertModel
+
+        model = BertModel(model_cfg, backend=B, seed=cfg.seed)
+    else:
+        model = GPTModel(model_cfg, backend=B, seed=cfg.seed)
     say_(f"data: {run['data'].source} ({n_train + n_val:,} tokens: {n_train:,} train, {n_val:,} val); model: "
          f"{model.num_parameters():,} parameters ({model_cfg.get('arch', 'gpt2')}: {model_cfg['n_layers']} layers, "
          f"{model_cfg['n_heads']} heads, "
@@ -327,7 +375,10 @@ def _train(args: argparse.Namespace, B: Any, dist: Any, say_: Callable[..., None
         summary += f"; val loss {result.evals[0]['val_loss']:.3f} -> {result.evals[-1]['val_loss']:.3f}"
     say_(f"{summary}; checkpoint {result.checkpoint}; metrics {out / 'metrics.jsonl'}"
          + (f"; plot {out / 'loss.png'}" if cfg.plot and (out / "loss.png").exists() else ""))
-    say_(f"next: {PROG} generate --checkpoint {out} --prompt \"{cfg.sample_prompt}\"")
+    if run["arch"] == "bert":
+        say_(f"next: {PROG} fill-mask --checkpoint {out} --text \"... [MASK] ...\"")
+    else:
+        say_(f"next: {PROG} generate --checkpoint {out} --prompt \"{cfg.sample_prompt}\"")
     return 0
 
 

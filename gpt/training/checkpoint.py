@@ -361,16 +361,21 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
 
 def build_model(ckpt: Checkpoint, backend: Any, finetune: Callable[[Any], Any] | None = None) -> Any:
     """The model of a checkpoint (eval mode): its config checked against the weights before anything is allocated,
-    `finetune(model)` applied (a head, LoRA) before the weights load; errors name the file at fault."""
-    from gpt.model import GPTConfig, GPTModel
+    `finetune(model)` applied (a head, LoRA) before the weights load; errors name the file at fault. The state's
+    "arch" ("bert": gpt/bert.py's encoder; else the GPT) picks the class."""
+    if (ckpt.state.get("arch") or (ckpt.state.get("finetune") or {}).get("arch")) == "bert":
+        from gpt.bert import BertConfig as Config, BertModel as Model
+    else:
+        from gpt.model import GPTConfig as Config, GPTModel as Model
 
     state_file, model_file = ckpt.path / STATE_FILE, ckpt.path / MODEL_FILE
     try:
-        cfg = GPTConfig.from_dict(ckpt.state["model_config"])
+        cfg = Config.from_dict(ckpt.state["model_config"])
     except (ValueError, TypeError) as e:
         raise ValueError(f"{state_file}: model_config is invalid ({e}); the checkpoint is damaged") from None
-    _check_shapes(cfg, ckpt.weights, state_file, model_file)
-    model = GPTModel(cfg, backend=backend, seed=0)
+    if hasattr(cfg, "padded_vocab_size"):  # the GPT's shapes (an encoder's load_state_dict names its own)
+        _check_shapes(cfg, ckpt.weights, state_file, model_file)
+    model = Model(cfg, backend=backend, seed=0)
     if finetune is not None:
         finetune(model)
     try:

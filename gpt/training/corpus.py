@@ -109,6 +109,8 @@ def load_tokenizer(spec: dict, directory: str | Path) -> Any:
         return bytes_tokenizer()
     if kind == "hf":   # a Hugging Face tokenizer.json (+ tokenizer_config.json) in the directory
         return tok_pkg.from_pretrained(Path(directory))
+    if kind == "pretrained":  # a Hugging Face model directory's own tokenizer (vocab.txt, tokenizer.json)
+        return tok_pkg.from_pretrained(spec["path"])
     raise ValueError(f"unknown tokenizer description {spec!r} in the checkpoint")
 
 

@@ -78,15 +78,39 @@ def load_finetuned(path: str | Path, backend: Any, merge: bool = False) -> tuple
 
 def load_init(path: str, B: Any) -> tuple[Any, Any, dict]:
     """The model to fine-tune (a pretraining checkpoint/run dir or a Hugging Face GPT-2 dir) and its tokenizer."""
+    from gpt.training.encoder import is_masked_lm, load_masked_lm
     from gpt.training.checkpoint import load_model
 
-    model, tok, state = load_model(path, B)
+    if is_masked_lm(path):  # an encoder: a `train --arch bert` run or a Hugging Face BERT directory
+        model, tok, _, state = load_masked_lm(path, B)
+    else:
+        model, tok, state = load_model(path, B)
     if state.get("finetune"):
         raise ValueError(f"--init {path} is already a fine-tuned model ({state['finetune']['task']}); start from "
                          f"a pretrained checkpoint, or pass --resume to continue that run")
     model.train()
     return model, tok, state
 
+
+
+def model_class(ft: dict) -> Any:
+    """The model class a fine-tuning description was trained on: BertModel for "arch": "bert", else GPTModel."""
+    if ft.get("arch") == "bert":
+        from gpt.bert import BertModel
+
+        return BertModel
+    from gpt.model import GPTModel
+
+    return GPTModel
+
+
+def classify_tokenizer(tokenizer: Any, ft: dict) -> Any:
+    """The tokenizer the classification data is encoded with: an encoder's inputs are [CLS] text [SEP]."""
+    if ft.get("arch") != "bert":
+        return tokenizer
+    from gpt.mlm import BertInputs, SpecialIds
+
+    return BertInputs(tokenizer, SpecialIds(**ft["special_ids"]))
 
 
 def lora_spec(rank: int | None, alpha: float | None) -> dict | None:
@@ -144,6 +168,7 @@ def classification_objective(splits: tuple[list, list, list], tokenizer: Any, ft
     from gpt.classify import SpamDataset
 
     max_length, pad = int(ft["max_length"]), int(ft["pad_token_id"])
+    tokenizer = classify_tokenizer(tokenizer, ft)
     train, val, test = (SpamDataset(rows, tokenizer, max_length, pad) for rows in splits)
     objective = Classification(train, val, pad if ft["pool"] == "last-non-pad" else None)
     objective.test_set = test

@@ -156,4 +156,62 @@ class InstructionTuning(Objective):
         return calc_loss_batch(inputs, targets, model)
 
 
-__all__ = ["Objective", "LanguageModeling", "Classification", "InstructionTuning", "fixed_batches"]
+class MaskedLM(Objective):
+    """BERT's masked-language-model objective (Devlin et al. 2019, §3.1): [CLS] window [SEP] inputs with 15% of
+    the tokens chosen and replaced 80/10/10 (gpt/mlm.py), cross-entropy at the chosen positions only, and the
+    share of them predicted exactly (`*_mlm_acc`) at each evaluation.
+
+    The masks are drawn from (seed, the batch's sample indices), so a resumed run sees the same ones and the
+    evaluation batches are masked the same way at every evaluation (their losses compare across steps).
+    """
+
+    task = "mlm"
+    unit = "windows"
+
+    def __init__(self, train_ids: Any, val_ids: Any, context_length: int, special: Any, vocab_size: int,
+                 masking: Any = None):
+        from gpt.mlm import MaskedLMDataset, MaskingConfig
+
+        self.special, self.masking = special, masking or MaskingConfig()
+        self.small_hint = "lower --batch-size or --context-length, or give more data"
+        self.train_set, self.val_set = (MaskedLMDataset(ids, context_length, special, vocab_size,
+                                                        masking=self.masking, what=what)
+                                        for ids, what in ((train_ids, "training split"),
+                                                          (val_ids, "validation split")))
+
+    def setup(self, cfg: Any, shard: Callable[[Any], Any] = lambda d: d) -> DataLoader:
+        self.train_set.seed, self.val_set.seed = cfg.seed, cfg.seed + 1  # the masks follow the run's seed
+        return super().setup(cfg, shard)
+
+    def loss(self, model: Any, batch: Any) -> Any:
+        from gpt.mlm import mlm_loss
+
+        inputs, labels, attention_mask = batch
+        return mlm_loss(model, inputs, labels, attention_mask)
+
+    def evaluate(self, model: Any) -> dict[str, Any]:
+        from gpt.mlm import mlm_logits
+
+        record: dict[str, Any] = {}
+        for split, batches in self.eval_sets.items():
+            total, correct, n = 0.0, 0, 0
+            for inputs, labels, attention_mask in batches:
+                logits, targets = mlm_logits(model, inputs, labels, attention_mask)
+                loss = model.B.F.cross_entropy(logits, model.B.tensor(targets))
+                total += float(model.B.to_numpy(loss)) * len(targets)  # weighted: batches differ in labels
+                correct += int((model.B.to_numpy(logits).argmax(-1) == targets).sum())
+                n += len(targets)
+            record[f"{split}_loss"] = total / n if n else float("nan")
+            record[f"{split}_mlm_acc"] = correct / n if n else float("nan")
+        return record
+
+    def count(self, batch: Any) -> tuple[int, int]:
+        return int(np.shape(batch[0])[0]), int(np.sum(batch[2]))  # real (unpadded) tokens
+
+    def state(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"arch": "bert", "mlm": {"special_ids": self.special.to_dict(), "masking": asdict(self.masking)}}
+
+
+__all__ = ["Objective", "LanguageModeling", "Classification", "InstructionTuning", "MaskedLM", "fixed_batches"]

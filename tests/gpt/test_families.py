@@ -139,7 +139,7 @@ def test_export_loads_in_transformers_with_the_same_logits(kind, tmp_path):
 
 def test_unknown_model_type_is_a_value_error_naming_it(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type 'mamba' is not supported; tinygpt loads gpt2, llama, qwen3"):
+    with pytest.raises(ValueError, match=r"model_type 'mamba' is not supported; tinygpt loads bert, gpt2, llama, qwen3"):
         gpt.from_pretrained(tmp_path)
 
 

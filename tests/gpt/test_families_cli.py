@@ -185,7 +185,7 @@ def test_unknown_model_type_directory_is_one_line_error(tmp_path, capsys):
     (tmp_path / "model.safetensors").write_bytes(b"")
     rc, out, err = run(capsys, "generate", "--checkpoint", tmp_path, "--prompt", "hi")
     assert rc == 2 and err == (f"tinygpt: error: {tmp_path}: model_type 'mamba' is not supported; tinygpt loads "
-                               f"gpt2, llama, qwen3\n")
+                               f"bert, gpt2, llama, qwen3\n")
 
 
 def test_from_pretrained_on_a_numpy_backend_matches_torch(hf_dir):
