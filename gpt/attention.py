@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from backends.base import Backend
 from .nn import Dropout, Linear, Module, ModuleList, RMSNorm, as_rng
 
 
-def _causal_block_mask(B: Any, context_length: int) -> Any:
+def _causal_block_mask(B: Backend, context_length: int) -> Any:
     """The book's mask: True above the diagonal, i.e. where query i would see a later key j > i (to be blocked)."""
     return B.tensor(np.triu(np.ones((context_length, context_length), dtype=bool), k=1))
 
@@ -29,7 +30,7 @@ class SelfAttention_v1(Module):
     Weights are uniform in [0, 1), as the book's torch.rand.
     """
 
-    def __init__(self, B: Any, d_in: int, d_out: int, rng: np.random.Generator | None = None):
+    def __init__(self, B: Backend, d_in: int, d_out: int, rng: np.random.Generator | None = None):
         rng = as_rng(rng)
         self.B = B
         self.W_query = B.parameter(rng.random((d_in, d_out)))
@@ -48,7 +49,7 @@ class SelfAttention_v1(Module):
 class SelfAttention_v2(Module):
     """Self-attention with Linear projections (book §3.4.2): the same math, weights stored (out, in)."""
 
-    def __init__(self, B: Any, d_in: int, d_out: int, qkv_bias: bool = False,
+    def __init__(self, B: Backend, d_in: int, d_out: int, qkv_bias: bool = False,
                  rng: np.random.Generator | None = None):
         rng = as_rng(rng)
         self.B = B
@@ -66,7 +67,7 @@ class SelfAttention_v2(Module):
 class CausalAttention(Module):
     """One causal head (book §3.5): future keys masked to −inf before the softmax, dropout on the weights."""
 
-    def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, qkv_bias: bool = False,
+    def __init__(self, B: Backend, d_in: int, d_out: int, context_length: int, dropout: float, qkv_bias: bool = False,
                  rng: np.random.Generator | None = None):
         rng = as_rng(rng)
         self.B, self.d_out = B, d_out
@@ -89,7 +90,7 @@ class CausalAttention(Module):
 class MultiHeadAttentionWrapper(Module):
     """num_heads independent CausalAttention heads, outputs concatenated: (b, t, num_heads · d_out) (book §3.6.1)."""
 
-    def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+    def __init__(self, B: Backend, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
                  qkv_bias: bool = False, rng: np.random.Generator | None = None):
         rng = as_rng(rng)
         self.B = B
@@ -117,7 +118,7 @@ class MultiHeadAttention(Module):
     (Qwen3, after Dehghani et al. 2023); `out_bias`: whether out_proj has a bias (GPT-2 yes, Llama no).
     """
 
-    def __init__(self, B: Any, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+    def __init__(self, B: Backend, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
                  qkv_bias: bool = False, rng: np.random.Generator | None = None, use_sdpa: bool = True,
                  proj_std: float = 0.02, flash: bool = False, num_kv_heads: int | None = None,
                  head_dim: int | None = None, out_bias: bool = True, rope: Any = None, qk_norm: bool = False,

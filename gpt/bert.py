@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from backends.base import Backend
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential, to_numpy_any
 
 
@@ -87,7 +88,7 @@ def as_bert_config(cfg: Mapping[str, Any] | BertConfig) -> BertConfig:
 class ExactGELU(Module):
     """x·Φ(x) = ½·x·(1 + erf(x/√2)) (Hendrycks & Gimpel 2016), BERT's activation ("gelu" in its config)."""
 
-    def __init__(self, B: Any):
+    def __init__(self, B: Backend):
         self.B = B
 
     def forward(self, x: Any) -> Any:
@@ -101,7 +102,7 @@ class BidirectionalAttention(Module):
     broadcastable to (b, nh, t, t) (True = may attend), or None when every position is a real token.
     """
 
-    def __init__(self, B: Any, d: int, num_heads: int, dropout: float, rng: np.random.Generator):
+    def __init__(self, B: Backend, d: int, num_heads: int, dropout: float, rng: np.random.Generator):
         self.B, self.d, self.num_heads, self.head_dim, self.dropout_p = B, d, num_heads, d // num_heads, dropout
         self.W_query = Linear(B, d, d, rng=rng)
         self.W_key = Linear(B, d, d, rng=rng)
@@ -122,7 +123,7 @@ class BidirectionalAttention(Module):
 class BertBlock(Module):
     """A post-LayerNorm encoder block (BERT's order): x = norm1(x + drop(att(x))); x = norm2(x + drop(ff(x)))."""
 
-    def __init__(self, B: Any, cfg: BertConfig, rng: np.random.Generator):
+    def __init__(self, B: Backend, cfg: BertConfig, rng: np.random.Generator):
         self.B = B
         self.att = BidirectionalAttention(B, cfg.emb_dim, cfg.n_heads, cfg.att_drop_rate, rng)
         self.norm1 = LayerNorm(B, cfg.emb_dim, eps=cfg.layer_norm_eps)
@@ -139,7 +140,7 @@ class BertBlock(Module):
 class MaskedLMHead(Module):
     """BERT's prediction head: dense + GELU + LayerNorm, then logits = h·Eᵀ + bias with E the word embeddings."""
 
-    def __init__(self, B: Any, cfg: BertConfig, tok_emb: Embedding, rng: np.random.Generator):
+    def __init__(self, B: Backend, cfg: BertConfig, tok_emb: Embedding, rng: np.random.Generator):
         self.B = B
         self.dense = Linear(B, cfg.emb_dim, cfg.emb_dim, rng=rng)
         self.act = ExactGELU(B)
@@ -155,7 +156,7 @@ class MaskedLMHead(Module):
 class Pooler(Module):
     """tanh(W·h + b) of the first ([CLS]) position: the sequence summary BERT classifies from."""
 
-    def __init__(self, B: Any, d: int, rng: np.random.Generator):
+    def __init__(self, B: Backend, d: int, rng: np.random.Generator):
         self.B = B
         self.dense = Linear(B, d, d, rng=rng)
 
@@ -173,7 +174,7 @@ class BertModel(Module):
 
     arch = "bert"
 
-    def __init__(self, cfg: Mapping[str, Any] | BertConfig, backend: Any = None, seed: int | None = 123):
+    def __init__(self, cfg: Mapping[str, Any] | BertConfig, backend: Backend | str | None = None, seed: int | None = 123):
         import backends  # gpt -> backends is the allowed import direction (DESIGN.md §2)
 
         self.cfg = cfg = as_bert_config(cfg)
@@ -372,7 +373,7 @@ def bert_config_from_hf(config: Mapping[str, Any], source: str = "config.json") 
                       tie_weights=bool(config.get("tie_word_embeddings", True)))
 
 
-def load_hf_bert(path: str | os.PathLike, backend: Any = None) -> BertModel:
+def load_hf_bert(path: str | os.PathLike, backend: Backend | str | None = None) -> BertModel:
     """A BertModel (eval mode) holding a Hugging Face BERT directory's weights (config.json + model.safetensors,
     a sharded index or pytorch_model.bin), cast to the backend's dtype. `backend`: a Backend or its name."""
     from .weights import _resolve, read_hf_checkpoint

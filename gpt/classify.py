@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from backends.base import Backend
 from .nn import Linear, to_numpy_any
 
 SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
@@ -216,7 +217,7 @@ def set_trainable(model: Any, trainable: str = "last-block") -> Any:
     return model
 
 
-def _pool(logits: Any, input_batch: Any, pad_token_id: int | None, B: Any) -> Any:
+def _pool(logits: Any, input_batch: Any, pad_token_id: int | None, B: Backend) -> Any:
     """(b, num_classes) logits of the last position, or of the last non-pad token when pad_token_id is given."""
     if pad_token_id is None:
         return logits[:, -1, :]

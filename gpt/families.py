@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from backends.base import Backend
 from .rope import LLAMA3_SCALING_KEYS
 from .weights import CheckpointError, _resolve, _to_numpy, read_hf_checkpoint, write_safetensors
 
@@ -143,7 +144,7 @@ def config_to_hf_decoder(cfg: Mapping[str, Any], dtype: str = "float32",
     return out
 
 
-def load_hf_decoder(path: str | os.PathLike, backend: Any = None) -> Any:
+def load_hf_decoder(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
     """A GPTModel (eval mode) holding a Hugging Face Llama or Qwen3 checkpoint, weights cast to the backend dtype."""
     import backends
 

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from backends.base import Backend
+
 
 class LayerKVCache:
     """One layer's key and value buffers; `pos` is shared with the parent KVCache."""
 
-    def __init__(self, parent: "KVCache", B: Any, shape: tuple[int, int, int, int]):
+    def __init__(self, parent: "KVCache", B: Backend, shape: tuple[int, int, int, int]):
         self.parent, self.B = parent, B
         self.keys = B.zeros(shape)    # (b, nh, max_len, hd)
         self.values = B.zeros(shape)  # (b, nh, max_len, hd)
@@ -60,7 +62,7 @@ class LayerKVCache:
 class KVCache:
     """Per-layer key/value buffers for `n_layers` layers plus `pos`, the number of tokens cached so far."""
 
-    def __init__(self, B: Any, n_layers: int, batch_size: int, n_heads: int, max_len: int, head_dim: int):
+    def __init__(self, B: Backend, n_layers: int, batch_size: int, n_heads: int, max_len: int, head_dim: int):
         if batch_size <= 0 or max_len <= 0:
             raise ValueError(f"a KV cache needs batch_size > 0 and max_len > 0, got {batch_size} and {max_len}")
         self.B, self.batch_size, self.max_len = B, batch_size, max_len

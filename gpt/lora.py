@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from backends.base import Backend
 from .nn import Linear, Module, ModuleList, as_rng, to_numpy_any
 
 
@@ -41,7 +42,7 @@ class LoRALayer(Module):
     Parameters are named `A` and `B` in the state_dict (the attribute holding B is `lora_B`; see the module doc).
     """
 
-    def __init__(self, B: Any, in_dim: int, out_dim: int, rank: int, alpha: float,
+    def __init__(self, B: Backend, in_dim: int, out_dim: int, rank: int, alpha: float,
                  rng: np.random.Generator | None = None):
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
             raise ValueError(f"LoRA rank={rank!r} must be a positive integer (the book uses 16)")

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.base import Backend
 from .attention import MultiHeadAttention
 from .kv_cache import KVCache
 from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, RMSNorm, Sequential, as_rng,
@@ -148,7 +149,7 @@ def as_config(cfg: dict[str, Any] | GPTConfig) -> GPTConfig:
 class GELU(Module):
     """The book's GELU, tanh-approximated: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (Hendrycks & Gimpel)."""
 
-    def __init__(self, B: Any):
+    def __init__(self, B: Backend):
         self.B = B
 
     def forward(self, x: Any) -> Any:
@@ -158,7 +159,7 @@ class GELU(Module):
 class FeedForward(Module):
     """Position-wise MLP emb_dim -> 4·emb_dim -> emb_dim with GELU; keys `layers.0.*` and `layers.2.*`."""
 
-    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
+    def __init__(self, B: Backend, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
                  proj_std: float = 0.02):
         cfg, rng = as_config(cfg), as_rng(rng)
         self.B = B
@@ -174,7 +175,7 @@ class SwiGLUFeedForward(Module):
     """The gated MLP of Llama and Qwen3: fc3(silu(fc1(x)) · fc2(x)) (Shazeer 2020, "GLU Variants", eq. 6);
     fc1 is the gate, fc2 the up and fc3 the down projection (the book's bonus Llama code's names)."""
 
-    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
+    def __init__(self, B: Backend, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
                  proj_std: float = 0.02):
         cfg, rng = as_config(cfg), as_rng(rng)
         self.B = B
@@ -187,7 +188,7 @@ class SwiGLUFeedForward(Module):
         return self.fc3(self.B.F.silu(self.fc1(x)) * self.fc2(x))
 
 
-def make_norm(B: Any, cfg: GPTConfig, dim: int) -> Module:
+def make_norm(B: Backend, cfg: GPTConfig, dim: int) -> Module:
     """The config's norm over `dim` features: the book's LayerNorm or RMSNorm."""
     return (RMSNorm if cfg.norm == "rmsnorm" else LayerNorm)(B, dim, eps=cfg.norm_eps)
 
@@ -199,7 +200,7 @@ class TransformerBlock(Module):
     QK-norm, biases; `rope` (a gpt.rope.RoPE shared by every block) replaces learned positions.
     """
 
-    def __init__(self, B: Any, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
+    def __init__(self, B: Backend, cfg: dict[str, Any] | GPTConfig, rng: np.random.Generator | None = None,
                  rope: Any = None):
         cfg, rng = as_config(cfg), as_rng(rng)
         proj_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # GPT-2 §2.3: residual projections scaled by 1/√(2·L)
@@ -225,7 +226,7 @@ class GPTModel(Module):
     `backend`: a Backend or its name ("numpy", "torch", "cupy"; float32); None means numpy float32.
     """
 
-    def __init__(self, cfg: dict[str, Any] | GPTConfig, backend: Any = None, seed: int | None = 123):
+    def __init__(self, cfg: dict[str, Any] | GPTConfig, backend: Backend | str | None = None, seed: int | None = 123):
         import backends  # gpt -> backends is the allowed import direction (DESIGN.md §2)
 
         self.cfg = cfg = as_config(cfg)
@@ -364,7 +365,7 @@ def torch_default_init(model: Module, rng: np.random.Generator) -> None:
 _VOCAB_KEYS = ("tok_emb.weight", "out_head.weight")   # the tensors with one row per vocabulary id
 
 
-def _pad_rows(B: Any, param: Any, rows: int) -> Any:
+def _pad_rows(B: Backend, param: Any, rows: int) -> Any:
     """A new parameter holding `param`'s rows followed by zero rows up to `rows` (vocabulary padding)."""
     arr = to_numpy_any(param)
     return B.parameter(np.concatenate([arr, np.zeros((rows - arr.shape[0],) + arr.shape[1:], arr.dtype)]))

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from backends.base import any_to_numpy
+from backends.base import Backend, any_to_numpy
 
 
 def to_numpy_any(x: Any) -> np.ndarray:
@@ -203,7 +203,7 @@ class Linear(Module):
     `weight`: an existing parameter to use instead of drawing one (weight tying).
     """
 
-    def __init__(self, B: Any, in_features: int, out_features: int, bias: bool = True,
+    def __init__(self, B: Backend, in_features: int, out_features: int, bias: bool = True,
                  rng: np.random.Generator | None = None, std: float = 0.02, weight: Any = None):
         self.B, self.in_features, self.out_features = B, in_features, out_features
         if weight is None:
@@ -221,7 +221,7 @@ class Linear(Module):
 class Embedding(Module):
     """A lookup table `weight` (num_embeddings, embedding_dim) ~ N(0, std²) (GPT-2's init for wte and wpe)."""
 
-    def __init__(self, B: Any, num_embeddings: int, embedding_dim: int, rng: np.random.Generator | None = None,
+    def __init__(self, B: Backend, num_embeddings: int, embedding_dim: int, rng: np.random.Generator | None = None,
                  std: float = 0.02):
         self.B, self.num_embeddings, self.embedding_dim = B, num_embeddings, embedding_dim
         self.weight = B.parameter(as_rng(rng).normal(0.0, std, size=(num_embeddings, embedding_dim)))
@@ -233,7 +233,7 @@ class Embedding(Module):
 class LayerNorm(Module):
     """The book's LayerNorm (ch. 4): (x − mean) / √(var + eps) · scale + shift over the last dim (biased var)."""
 
-    def __init__(self, B: Any, emb_dim: int, eps: float = 1e-5):
+    def __init__(self, B: Backend, emb_dim: int, eps: float = 1e-5):
         self.B, self.emb_dim, self.eps = B, emb_dim, eps
         self.scale = B.parameter(np.ones(emb_dim))
         self.shift = B.parameter(np.zeros(emb_dim))
@@ -246,7 +246,7 @@ class RMSNorm(Module):
     """x / √(mean(x²) + eps) · scale over the last dim (Zhang & Sennrich 2019): LayerNorm without the mean and the
     shift, the norm of Llama and Qwen3 (also their per-head QK-norm)."""
 
-    def __init__(self, B: Any, emb_dim: int, eps: float = 1e-6):
+    def __init__(self, B: Backend, emb_dim: int, eps: float = 1e-6):
         self.B, self.emb_dim, self.eps = B, emb_dim, eps
         self.scale = B.parameter(np.ones(emb_dim))
 
@@ -257,7 +257,7 @@ class RMSNorm(Module):
 class Dropout(Module):
     """Zero each element with probability p while training, scaling the rest by 1/(1 − p); identity in eval()."""
 
-    def __init__(self, B: Any, p: float):
+    def __init__(self, B: Backend, p: float):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p={p} must lie in [0, 1)")
         self.B, self.p = B, float(p)

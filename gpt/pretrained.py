@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from backends.base import Backend
 from .bert import load_hf_bert
 from .families import export_hf_decoder, load_hf_decoder
 from .weights import export_hf_gpt2, load_hf_gpt2
@@ -48,7 +49,7 @@ def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{config}: not valid JSON ({e})") from None
 
 
-def from_pretrained(path: str | os.PathLike, backend: Any = None) -> Any:
+def from_pretrained(path: str | os.PathLike, backend: Backend | str | None = None) -> Any:
     """The model in a Hugging Face directory (config.json + model.safetensors or a sharded index), in eval mode,
     weights cast to `backend`'s dtype (bfloat16 files widened); model_type picks the family in LOADERS."""
     model_type = read_hf_config(path).get("model_type", "gpt2")
@@ -59,7 +60,7 @@ def from_pretrained(path: str | os.PathLike, backend: Any = None) -> Any:
     return loader(path, backend=backend)
 
 
-def load_pretrained_dir(path: str | os.PathLike, backend: Any) -> tuple[Any, Any, dict]:
+def load_pretrained_dir(path: str | os.PathLike, backend: Backend) -> tuple[Any, Any, dict]:
     """(model, tokenizer, state) of a Hugging Face directory: its own tokenizer.json when it has one, GPT-2's for
     a GPT-2 directory without one (OpenAI's files); a Llama/Qwen3 directory without one is a FileNotFoundError."""
     import tokenizer as tok_pkg
@@ -76,7 +77,7 @@ def load_pretrained_dir(path: str | os.PathLike, backend: Any) -> tuple[Any, Any
     return model, tok_pkg.get_encoding("gpt2"), {"tokenizer": {"kind": "gpt2"}}
 
 
-def load_hf_bert_dir(path: str | os.PathLike, backend: Any) -> tuple[Any, Any, dict]:
+def load_hf_bert_dir(path: str | os.PathLike, backend: Backend) -> tuple[Any, Any, dict]:
     """(BertModel, its WordPiece tokenizer, a state naming both and the special ids) of a Hugging Face BERT
     directory (config.json + model.safetensors + vocab.txt)."""
     import tokenizer as tok_pkg

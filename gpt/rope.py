@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from backends.base import Backend
 from .nn import Module
 
 LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
@@ -61,7 +62,7 @@ class RoPE(Module):
     (b, h, t, hd) queries or keys as the tokens at positions start .. start + t − 1 (`positions` an int: the KV
     cache's offset) or at per-row positions (b, t) (a cache of rows of different lengths)."""
 
-    def __init__(self, B: Any, head_dim: int, context_length: int, theta: float = 10000.0,
+    def __init__(self, B: Backend, head_dim: int, context_length: int, theta: float = 10000.0,
                  scaling: Mapping[str, Any] | None = None):
         cos, sin = rope_tables(head_dim, context_length, theta, scaling)
         self.B, self.head_dim, self.context_length = B, head_dim, context_length

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from backends.base import Backend
+
 SPACE_MODEL_KEYS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate")
 SPACE_TRAIN_KEYS = ("lr", "min_lr", "warmup_steps", "weight_decay", "beta2", "batch_size", "grad_clip", "grad_accum")
 _INT_KEYS = ("context_length", "emb_dim", "n_heads", "n_layers", "warmup_steps", "batch_size", "grad_accum")
@@ -230,7 +232,7 @@ def _make_trainer(model: Any, data: SweepData, cfg: Any, out_dir: Path, on_event
                       tokenizer_spec=data.tokenizer_spec, data_source=data.source, on_event=on_event)
 
 
-def run_trial(trial: Any, space: dict[str, Param], data: SweepData, base_train: Any, backend: Any,
+def run_trial(trial: Any, space: dict[str, Param], data: SweepData, base_train: Any, backend: Backend,
               out_dir: str | os.PathLike, on_event: Callable[[dict], None] | None = None) -> float:
     """Train the trial's model in out_dir/trial-NNNN; its last validation loss, or optuna.TrialPruned when the
     pruner stops it at an evaluation (checkpointed there) or the loss diverges."""

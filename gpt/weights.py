@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from backends.base import Backend
 from .training.safetensors_io import SafetensorsError, read_safetensors, write_safetensors
 
 __all__ = ["HF_NAME_MAP", "HFName", "CheckpointError", "SafetensorsError", "gpt2_cache_dir", "resolve_gpt2_name",
@@ -273,7 +274,7 @@ def _expected_hf_shapes(cfg: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_hf_gpt2(path_or_dir: str | os.PathLike, backend: Any = None, dtype: str | None = None,
+def load_hf_gpt2(path_or_dir: str | os.PathLike, backend: Backend | str | None = None, dtype: str | None = None,
                  drop_rate: float | None = None) -> Any:
     """A GPTModel (eval mode) holding a Hugging Face GPT-2 checkpoint, on any backend.
 

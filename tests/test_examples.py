@@ -112,3 +112,25 @@ def test_book_ch5_example_without_the_verdict_says_so_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "the-verdict.txt" in lines[0] and "tinygpt download the-verdict" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_the_examples_help_shows_defaults_data_needs_and_the_derivation(example, capsys):
+    """--help of both examples: whole sentences, every option's default, the data the ch. 5 run needs; the attention
+    example's output names the derivation it checks (docs/backprop-attention.md, which exists)."""
+    spec = importlib.util.spec_from_file_location("book_ch5_the_verdict", ROOT / "examples" / "book_ch5_the_verdict.py")
+    ch5 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ch5)
+    with pytest.raises(SystemExit):
+        ch5.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "using the book's own function names from `gpt`." in text      # the description is not cut mid-sentence
+    for shown in ("(default: numpy)", "(default: float32)", "(default: 10)", "tinygpt download the-verdict",
+                  "tinygpt download gpt2-tokenizer"):
+        assert shown in text, shown
+    with pytest.raises(SystemExit):
+        example.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "docs/backprop-attention.md" in text and "(default: 0.1)" in text
+    assert example.main([]) == 0
+    assert f"the derivation checked here: {example.DERIVATION}" in capsys.readouterr().out
+    assert (ROOT / example.DERIVATION).is_file()

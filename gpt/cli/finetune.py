@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from backends.base import Backend
 from gpt.cli.common import (PROG, add_common_args, event_printer, make_backend, positive, progress_bar, run_training,
                             say)
 from gpt.training import finetune as ftlib
@@ -306,7 +307,7 @@ def add_dpo_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_finetune_dpo)
 
 
-def _load_dpo_init(path: str, B: Any) -> tuple[Any, Any, dict]:
+def _load_dpo_init(path: str, B: Backend) -> tuple[Any, Any, dict]:
     """The policy's starting weights: a `finetune instruct` run (LoRA merged) or a pretrained GPT."""
     model, tok, state = ftlib.load_finetuned(path, B, merge=True)
     task = (state.get("finetune") or {}).get("task")
@@ -317,7 +318,7 @@ def _load_dpo_init(path: str, B: Any) -> tuple[Any, Any, dict]:
     return model, tok, {**state, "finetune": None}
 
 
-def _dpo_reference(run: dict, B: Any) -> Any:
+def _dpo_reference(run: dict, B: Backend) -> Any:
     """The frozen reference: the starting weights, which a new run saves in DIR/reference (`_save_reference`) and
     --resume reads back, so a resumed run compares against the same model even if --init has changed since."""
     from gpt.dpo import REFERENCE_DIR, make_reference_model

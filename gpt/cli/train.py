@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from backends.base import Backend
 from gpt.cli.common import (DEFAULT_RUN_DIR, PROG, add_common_args, event_printer, make_backend, positive,
                             run_training, say)
 from gpt.training.config import DEFAULT_MODEL_CONFIG, TrainConfig
@@ -334,7 +335,7 @@ def bert_run(args: argparse.Namespace, tokenizer: Any, model_cfg: dict) -> dict:
     return {"special": special, "model_cfg": cfg.to_dict()}
 
 
-def _train(args: argparse.Namespace, B: Any, dist: Any, say_: Callable[..., None]) -> int:
+def _train(args: argparse.Namespace, B: Backend, dist: Any, say_: Callable[..., None]) -> int:
     """`tinygpt train` in one process of a (possibly distributed) run; `say_` prints on rank 0 only."""
     from gpt.model import GPTModel
     from gpt.training.trainer import Trainer

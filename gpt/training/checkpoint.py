@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from backends.base import Backend
 from gpt.nn import to_numpy_any
 from gpt.weights import read_safetensors, write_safetensors
 
@@ -68,7 +69,7 @@ def optimizer_state_by_name(optimizer: Any, model: Any) -> tuple[dict[str, np.nd
     return arrays, scalars
 
 
-def load_optimizer_state_by_name(optimizer: Any, model: Any, B: Any, arrays: dict[str, np.ndarray],
+def load_optimizer_state_by_name(optimizer: Any, model: Any, B: Backend, arrays: dict[str, np.ndarray],
                                  scalars: dict[str, dict]) -> None:
     """Restore state saved by optimizer_state_by_name into `optimizer`, matching parameters by name."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -326,7 +327,7 @@ def _copy_files(src: Path, dst: Path) -> None:
 
 # ---- models for inference -----------------------------------------------------------------------------------------
 
-def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
+def load_model(path: str | Path, backend: Backend) -> tuple[Any, Any, dict]:
     """(model, tokenizer, state) from a tinygpt checkpoint or run directory, a Hugging Face GPT-2, Llama or Qwen3
     directory, or a GPT-2 hub name ("gpt2", ...) that `tinygpt download` has fetched.
 
@@ -359,7 +360,7 @@ def load_model(path: str | Path, backend: Any) -> tuple[Any, Any, dict]:
     return model, checkpoint_tokenizer(ckpt), ckpt.state
 
 
-def build_model(ckpt: Checkpoint, backend: Any, finetune: Callable[[Any], Any] | None = None) -> Any:
+def build_model(ckpt: Checkpoint, backend: Backend, finetune: Callable[[Any], Any] | None = None) -> Any:
     """The model of a checkpoint (eval mode): its config checked against the weights before anything is allocated,
     `finetune(model)` applied (a head, LoRA) before the weights load; errors name the file at fault. The state's
     "arch" ("bert": gpt/bert.py's encoder; else the GPT) picks the class."""

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from backends.base import Backend
+
 DIST_BACKENDS = ("nccl", "gloo")
 
 
@@ -99,7 +101,7 @@ class SingleProcess:
 class TorchDDP(SingleProcess):
     """A torch.distributed process group and DistributedDataParallel for the torch backend."""
 
-    def __init__(self, B: Any, rank: int, world_size: int, local_rank: int = 0, dist_backend: str | None = None,
+    def __init__(self, B: Backend, rank: int, world_size: int, local_rank: int = 0, dist_backend: str | None = None,
                  init_method: str | None = None):
         if not B.supports_ddp:
             raise ValueError(f"distributed training uses PyTorch's DistributedDataParallel; the {B.name} backend "
@@ -145,7 +147,7 @@ class TorchDDP(SingleProcess):
             dist.destroy_process_group()
 
 
-def setup(B: Any, environ: Mapping[str, str], dist_backend: str | None = None) -> SingleProcess:
+def setup(B: Backend, environ: Mapping[str, str], dist_backend: str | None = None) -> SingleProcess:
     """TorchDDP when launched by torchrun (from `environ`'s variables), else SingleProcess."""
     env = launch_env(environ)
     if env is None or env.world_size == 1 and dist_backend is None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from backends.base import Backend
 from gpt.mlm import SpecialIds
 from gpt.pretrained import load_hf_bert_dir
 from gpt.training.checkpoint import INDEX_FILE, build_model, find_checkpoint, is_checkpoint_dir, read_checkpoint
@@ -28,7 +29,7 @@ def is_masked_lm(path: str | Path) -> bool:
     return state.get("arch") == "bert" or (state.get("finetune") or {}).get("arch") == "bert"
 
 
-def load_masked_lm(path: str | Path, backend: Any) -> tuple[Any, Any, SpecialIds, dict]:
+def load_masked_lm(path: str | Path, backend: Backend) -> tuple[Any, Any, SpecialIds, dict]:
     """(BertModel in eval mode, tokenizer, special ids, state) from a `tinygpt train --arch bert` run or
     checkpoint, or a Hugging Face BERT directory (config.json + model.safetensors + vocab.txt; its state describes
     the tokenizer as {"kind": "pretrained", "path": DIR}); a decoder's checkpoint (GPT-2 and the like) is a

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from backends.base import Backend
 from gpt.training.config import TrainConfig
 from gpt.training.objectives import Classification, InstructionTuning
 
@@ -47,7 +48,7 @@ def apply_finetune_shape(model: Any, ft: dict, seed: int) -> Any:
     return model
 
 
-def load_finetuned(path: str | Path, backend: Any, merge: bool = False) -> tuple[Any, Any, dict]:
+def load_finetuned(path: str | Path, backend: Backend, merge: bool = False) -> tuple[Any, Any, dict]:
     """(model, tokenizer, state) of a fine-tuned checkpoint, a plain tinygpt checkpoint or a Hugging Face dir.
 
     merge: fold LoRA into the weights (for inference). The model is in eval mode.
@@ -76,7 +77,7 @@ def load_finetuned(path: str | Path, backend: Any, merge: bool = False) -> tuple
     return model, checkpoint_tokenizer(ckpt), ckpt.state
 
 
-def load_init(path: str, B: Any) -> tuple[Any, Any, dict]:
+def load_init(path: str, B: Backend) -> tuple[Any, Any, dict]:
     """The model to fine-tune (a pretraining checkpoint/run dir or a Hugging Face GPT-2 dir) and its tokenizer."""
     from gpt.training.encoder import is_masked_lm, load_masked_lm
     from gpt.training.checkpoint import load_model

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.base import Backend
+
 # Dense peak FLOP/s from NVIDIA's datasheets, by device and matmul precision ("bf16" also covers float16).
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "A100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
@@ -77,7 +79,7 @@ def lookup_peak(device_name: str, precision: str) -> float | None:
     return PEAK_FLOPS.get(key, {}).get(precision) if key else None
 
 
-def resolve_peak(B: Any, compute_dtype: str, tf32: bool = False, override: float | None = None
+def resolve_peak(B: Backend, compute_dtype: str, tf32: bool = False, override: float | None = None
                  ) -> tuple[float | None, str]:
     """(peak FLOP/s or None, a sentence saying where it came from) for MFU on B's device."""
     if override:
