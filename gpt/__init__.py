@@ -10,9 +10,15 @@ The book's chapters are the flat files of this package:
 - ch. 6, classification: `classify`;  ch. 7, instructions: `instruct`
 - appendix D, the training loop's bells and whistles: `schedule` (warmup + cosine), and the full loop in `training`
 - appendix E, LoRA: `lora`
+Past the book, where its bonus material goes, also flat:
+- ch. 5 bonus, Llama 3 and Qwen3 as configurations of the same model: `families`, `rope`, `chat_format`;
+  `pretrained` (`from_pretrained`: any supported Hugging Face directory); `sweep` (hyperparameter search)
+- ch. 6 bonus, the encoder side: `bert` (BERT), `mlm` (the masked-LM objective's data)
+- ch. 7 bonus, preference tuning: `dpo`
 The machinery around them is in sub-packages: `training/` (the one Trainer and its objectives, checkpoints,
-distributed data parallelism, FLOPs, the corpus, token shards, fine-tuning recipes) and `cli/` (the `tinygpt`
-command, one module per command group).
+distributed data parallelism, FLOPs, the corpus, token shards, fine-tuning recipes), `cli/` (the `tinygpt`
+command, one module per command group), `serve/` (the OpenAI-compatible server) and `inspect/` (looking inside a
+model).
 """
 from .attention import (CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttention_v1,
                         SelfAttention_v2)
