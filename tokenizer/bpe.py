@@ -7,7 +7,6 @@ Encoding caches the ids of each distinct chunk, since text repeats its words.
 """
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Literal
 import regex
 
 from . import fileformat
+from .added import allowed_set, token_regex
 from .basic import ByteLevelBPE, check_training_args
 from .patterns import pattern_name, resolve_pattern
 from .training import train_merges
@@ -65,7 +65,7 @@ class BPETokenizer(ByteLevelBPE):
         check_training_args(text, vocab_size, len(special_tokens))
         resolved = resolve_pattern(pattern)
         # split() keeps the special tokens at odd positions: [::2] drops them.
-        pieces = _special_regex(frozenset(special_tokens)).split(text)[::2] if special_tokens else [text]
+        pieces = token_regex(frozenset(special_tokens)).split(text)[::2] if special_tokens else [text]
         counts: Counter[str] = Counter()
         for piece in pieces:
             if resolved:
@@ -127,23 +127,12 @@ class BPETokenizer(ByteLevelBPE):
         Allowed special tokens become their ids; a disallowed one in the text raises ValueError (pass it in
         `allowed_special`, or `disallowed_special=()` to read it as text); the rest are plain text.
         """
-        allowed = self.special_tokens_set if allowed_special == "all" else set(allowed_special)
-        disallowed = self.special_tokens_set - allowed if disallowed_special == "all" else set(disallowed_special)
-        if disallowed:
-            match = _special_regex(frozenset(disallowed)).search(text)
-            if match:
-                token = match.group()
-                raise ValueError(
-                    f"text contains the special token {token!r}, which is disallowed: pass"
-                    f" allowed_special={{{token!r}}} to encode it as a special token, or disallowed_special=()"
-                    " to encode it as plain text"
-                )
-        allowed &= self.special_tokens_set
+        allowed = allowed_set(self.special_tokens_set, allowed_special, disallowed_special, text)
         if not allowed:
             return self.encode_ordinary(text)
         out: list[int] = []
         # split() with a capturing group alternates plain text and special tokens.
-        for k, part in enumerate(_special_regex(frozenset(allowed)).split(text)):
+        for k, part in enumerate(token_regex(frozenset(allowed)).split(text)):
             if k % 2:
                 out.append(self.special_tokens[part])
             elif part:
@@ -175,13 +164,6 @@ class BPETokenizer(ByteLevelBPE):
             f"{type(self).__name__}(name={self.name!r}, n_vocab={self.n_vocab}, merges={len(self.merges)},"
             f" pattern={pattern_name(self.pattern)!r}, special_tokens={list(self.special_tokens)})"
         )
-
-
-@functools.lru_cache(maxsize=64)
-def _special_regex(tokens: frozenset[str]) -> regex.Pattern:
-    """A regex matching any of `tokens`, longest first so that a token wins over its prefixes; one group."""
-    alternatives = "|".join(regex.escape(t) for t in sorted(tokens, key=lambda t: (-len(t), t)))
-    return regex.compile(f"({alternatives})")
 
 
 def _check_special_list(special_tokens: object) -> None:
