@@ -7,7 +7,7 @@ float32, dropout 0.1, random token ids). Buckets, per step (medians over `--repe
 - elementwise: time inside every Function's forward/backward minus the BLAS time spent there (NumPy ufunc passes,
   reductions, copies, and the few lines of Python each op body runs);
 - optimizer: optimizer.step();
-- engine Python: the rest (Function.apply, Tensor construction, _pair/dtype checks, the topological sort,
+- engine Python: the rest (freeing the graph's arrays in backward, Function.apply, Tensor construction, _pair/dtype checks, the topological sort,
   unbroadcast, gradient accumulation, zero_grad, the model's forward Python).
 The clock wrappers add a few µs per call; the uninstrumented median step is printed beside them.
 
@@ -69,7 +69,11 @@ def breakdown(config: str, repeats: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         step()
         plain.append(time.perf_counter() - t0)
-    opt_cls = type(B.AdamW(model.parameters(), lr=1e-3))   # the class whose step() make_step's optimizer runs
+    import resource
+
+    from tinytensor.optim import AdamW as opt_cls   # the class whose step() the numpy backend's B.AdamW runs
+
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     buckets: dict[str, list[float]] = defaultdict(list)
     for _ in range(repeats):
         ops: dict[str, float] = defaultdict(float)
@@ -95,9 +99,11 @@ def breakdown(config: str, repeats: int) -> dict[str, Any]:
         buckets["optimizer"].append(acc["optimizer"])
         buckets["engine Python (the rest)"].append(total - in_ops - acc["optimizer"])
         buckets["instrumented step"].append(total)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / repeats
     out = {k: statistics.median(v) for k, v in buckets.items()}
     out["plain step"] = statistics.median(plain)
-    return {"config": config, "seconds": out, "params": model.num_parameters(), "step": step}
+    return {"config": config, "seconds": out, "params": model.num_parameters(), "step": step,
+            "page_faults_per_step": faults}
 
 
 def top_functions(step: Any, n_steps: int, top: int) -> str:
@@ -131,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in s.items():
         share = f"{v / s['instrumented step']:.0%}" if k not in ("plain step",) else ""
         print(f"| {k} | {v * 1e3:.2f} | {share} |")
+    print(f"\nminor page faults per instrumented step: {r['page_faults_per_step']:,.0f}")
     if args.cprofile:
         print("\n```\n" + top_functions(r["step"], max(5, args.repeats // 2), args.cprofile).strip() + "\n```")
     return 0
