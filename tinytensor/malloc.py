@@ -4,7 +4,7 @@ A training step allocates and frees the same few hundred activation and gradient
 glibc's defaults an array above the mmap threshold (dynamic, from 128 KiB) is a fresh mmap and its release an
 munmap, and free memory at the top of the heap beyond the trim threshold goes back to the kernel: the next step
 touches every page again. Measured on the 2-core machine (issue 20, benchmarks/NOTES.md): ~6,000 minor page faults
-per step of the tiny config and ~20,000 of the shakespeare-char one, a third of their step time. Setting both
+per step of the tiny config and ~13,000 of the shakespeare-char one, a third of their step time. Setting both
 thresholds (mallopt(3), M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; the glibc manual's "Memory Allocation Tunables")
 serves those arrays from the heap and keeps the freed pages for reuse. Arrays above 32 MiB (the 124M model's
 logits, the optimizer's flat buffers) are still mapped and unmapped on their own, so the peak stays the same.
