@@ -20,9 +20,11 @@ class NumpyBackend(Backend):
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         from tinytensor import functional
+        from tinytensor.malloc import tune_malloc
 
         self.F = functional
         self.dtype_name = check_dtype(dtype, ("float32", "float64"), self.name)
+        tune_malloc()  # freed activations stay in the heap: no page faults every step (tinytensor/malloc.py)
         self.device = self._check_device(device)
 
     def _check_device(self, device: str | None) -> str:

@@ -12,6 +12,8 @@ Sections (every row: ours, the reference, ours/reference):
   peak RSS (VmHWM).
 - generate: greedy tokens/s, 124M, with the KV cache (100 tokens) and without (10 tokens), interleaved.
 - tokenizer: GPT-2 encoding MB/s (tiktoken, HF tokenizers) and BPE training time (HF tokenizers' BpeTrainer).
+- recipe (only when asked: `--recipe shakespeare [--text FILE]`): nanoGPT's shakespeare-char CPU recipe end to end
+  through our Trainer, numpy backend vs torch backend, each in a fresh process (benchmarks/recipe.py).
 The process re-executes itself without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (benchmarks/common.py) and prints the
 BLAS core that ran. Markdown goes to stdout and benchmarks/results/latest.md (quick.md with --quick), JSON beside it.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 from .common import (RESULTS_DIR, TRAIN_CONFIGS, blas_description, clean_env_reexec, interleaved_medians, load_avg,
                      ratio, write_json)
+from .recipe import recipe_markdown, worker_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -114,9 +117,9 @@ def worker_train(variant: str, config: str, repeats: int) -> dict[str, Any]:
             "peak_rss_mib": peak_rss_mib(), "load_avg": load_avg(), "blas": blas_description()}
 
 
-def _subprocess(args: list[str], timeout: float) -> dict[str, Any]:
-    """Run `python -m benchmarks --worker ...` and return the JSON of its last stdout line (or the error)."""
-    cmd = [sys.executable, "-m", "benchmarks", "--worker", *args]
+def _subprocess(args: list[str], timeout: float, flags: list[str] | None = None) -> dict[str, Any]:
+    """Run `python -m benchmarks [flags] --worker ...` and return the JSON of its last stdout line (or the error)."""
+    cmd = [sys.executable, "-m", "benchmarks", *(flags or []), "--worker", *args]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -282,6 +285,19 @@ def tokenizer_markdown(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- recipe (workers in subprocesses)
+def run_recipe(text: str | None, quick: bool) -> dict[str, Any]:
+    """The shakespeare-char recipe on torch, then numpy, each in a fresh process; their results by backend."""
+    path = str(Path(text).resolve()) if text else "default"
+    flags = ["--quick"] if quick else []
+    out = {}
+    for backend in ("torch", "numpy"):
+        out[backend] = _subprocess(["recipe", backend, path], 3600, flags)
+        print(f"  recipe {backend}: {out[backend].get('wall_s', out[backend].get('error'))}", file=sys.stderr,
+              flush=True)
+    return out
+
+
 # ---------------------------------------------------------------- driver
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections, print markdown, write results/<out>.json and results/<out>.md."""
@@ -296,12 +312,18 @@ def main(argv: list[str] | None = None) -> int:
                                                  "quick with --quick, so a quick run keeps the full table)")
     p.add_argument("--no-clean-env", dest="clean_env", action="store_false",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
+    p.add_argument("--recipe", choices=("shakespeare",), default=None,
+                   help="also run nanoGPT's shakespeare-char CPU recipe end to end, numpy vs torch (~2 x 2-3 min; "
+                        "seconds with --quick); give --sections recipe to run only it")
+    p.add_argument("--text", default=None, metavar="FILE",
+                   help="the recipe's training text (UTF-8; default: the embedded corpus)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         kind, *rest = args.worker
         fn = {"train": lambda v, c: worker_train(v, c, args.repeats),
-              "generate": lambda c: worker_generate(c, args.repeats)}[kind]
+              "generate": lambda c: worker_generate(c, args.repeats),
+              "recipe": lambda b, text: worker_recipe(b, text, args.quick)}[kind]
         print(json.dumps(fn(*rest)))
         return 0
     env_note = clean_env_reexec("benchmarks", args.clean_env)
@@ -313,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     from tinytensor.kernels.threads import get_num_threads
 
     sections = args.sections.split(",")
+    if args.recipe and "recipe" not in sections:
+        sections.append("recipe")
+    if "recipe" in sections and not args.recipe:
+        args.recipe = "shakespeare"
+    if args.text is not None and not Path(args.text).is_file():
+        p.error(f"--text {args.text!r} is not a file; give a UTF-8 text file or leave --text out")
     configs = (args.configs or ("tiny,small" if args.quick else "tiny,small,124M")).split(",")
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick, "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -352,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     if "tokenizer" in sections:
         results["tokenizer"] = bench_tokenizer(args.quick, args.repeats)
         emit("Tokenizer", tokenizer_markdown(results["tokenizer"]))
+    if "recipe" in sections:
+        results["recipe"] = run_recipe(args.text, args.quick)
+        emit(f"Recipe: nanoGPT shakespeare-char on the CPU, end to end ({'quick' if args.quick else 'full'})",
+             recipe_markdown(results["recipe"]))
     meta["load_avg_end"] = load_avg()
     parts.append(f"load average at end: {meta['load_avg_end']}")
     path = write_json(args.out, results)

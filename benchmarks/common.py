@@ -23,6 +23,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAIN_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {"model": {"vocab_size": 512, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
              "batch": (16, 64)},
+    # nanoGPT's shakespeare-char CPU recipe (issue 20): 65 characters, 4 layers, 4 heads, d 128, context 64, batch 12
+    "shakespeare": {"model": {"vocab_size": 65, "context_length": 64, "emb_dim": 128, "n_heads": 4, "n_layers": 4},
+                    "batch": (12, 64)},
     "small": {"model": {"vocab_size": 50257, "context_length": 128, "emb_dim": 256, "n_heads": 4, "n_layers": 4},
               "batch": (8, 128)},
     "124M": {"model": {"vocab_size": 50257, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 12},

@@ -92,7 +92,7 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
         else:
             scores = scores + attn_mask  # additive float mask; may broadcast scores to a larger batch shape
     if allowed is not None:
-        if allowed.shape != scores.shape:
+        if np.broadcast_shapes(scores.shape, allowed.shape) != scores.shape:  # a mask with more batch axes
             scores = xp.array(xp.broadcast_to(scores, np.broadcast_shapes(scores.shape, allowed.shape)))
         xp.copyto(scores, -xp.inf, where=~allowed)  # mask fill in place
     # stable softmax in place; a fully-masked row has max −inf: shift it by 0 instead so it stays all zeros

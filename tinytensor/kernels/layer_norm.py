@@ -20,7 +20,8 @@ def layer_norm_forward(x, w=None, b=None, eps: float = 1e-5) -> tuple[Any, Any, 
     xp = get_array_module(x)
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
     xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)  # biased: divide by C, not C − 1
+    # biased (divide by C, not C − 1); Σ (x − mean)² as one row dot product: no squared temporary, one pass
+    var = xp.einsum("...i,...i->...", xc, xc)[..., None] / x.shape[-1]
     rstd = 1.0 / xp.sqrt(var + eps)  # a Python float keeps x's dtype (NumPy 2 / CuPy promotion)
     out = xc
     out *= rstd  # x̂, in place over the centred copy
@@ -33,13 +34,19 @@ def layer_norm_forward(x, w=None, b=None, eps: float = 1e-5) -> tuple[Any, Any, 
 
 def layer_norm_backward(dout, x, w, mean, rstd) -> tuple[Any, Any | None, Any | None]:
     """(dx, dw, db) for layer_norm_forward; dw and db are None when w is None (db is then still Σ dout)."""
-    lead = tuple(range(x.ndim - 1))  # every axis but the normalised one
-    xhat = (x - mean) * rstd  # recomputed rather than saved: one array less kept alive between passes
-    db = dout.sum(axis=lead)
-    dw = (dout * xhat).sum(axis=lead) if w is not None else None
-    g = dout * w if w is not None else dout  # gradient reaching x̂
+    xp = get_array_module(x)
+    c = x.shape[-1]
+    x2, d2, rstd2 = x.reshape(-1, c), dout.reshape(-1, c), rstd.reshape(-1, 1)  # (rows, C), (rows, 1)
+    xhat = x2 - mean.reshape(-1, 1)  # recomputed rather than saved: one array less kept alive between passes
+    xhat *= rstd2
+    db = d2.sum(axis=0)
+    dw = xp.einsum("ij,ij->j", d2, xhat) if w is not None else None  # Σ_rows dout ⊙ x̂, no product temporary
+    g = d2 * w if w is not None else d2.copy()  # gradient reaching x̂ (a fresh array: dx is built in it)
     # x̂_i = (x_i − mean)·rstd depends on x_j through three routes; each gives one term of dx:
-    dx = g - g.mean(axis=-1, keepdims=True)  # term 1 (direct) and term 2 (through the mean): g − mean(g)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)  # term 3 (through rstd): −x̂ · mean(g ⊙ x̂)
-    dx *= rstd  # every term carries the outer factor rstd
-    return dx, dw, db
+    gx = xp.einsum("ij,ij->i", g, xhat)[:, None] / c  # mean_j(g ⊙ x̂), row dot products
+    gm = g.mean(axis=-1, keepdims=True)
+    g -= gm  # term 1 (direct) and term 2 (through the mean): g − mean(g)
+    xhat *= gx
+    g -= xhat  # term 3 (through rstd): −x̂ · mean(g ⊙ x̂)
+    g *= rstd2  # every term carries the outer factor rstd
+    return g.reshape(x.shape), dw, db
