@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .bpe import EOT, BPETokenizer
 from .datafiles import find_data_file
+from .patterns import tiktoken_gpt2_findall
 
 GPT2_FILES = {  # relpath -> (public URL, sha256)
     "gpt2/encoder.json": (
@@ -57,6 +58,7 @@ class GPT2Encoding(BPETokenizer):
         if encoder.get(EOT) != self.eot_token or len(encoder) != self.n_vocab:
             raise ValueError(f"encoder.json does not hold {self.n_vocab} ids with {EOT} last")
         self._ranks = {data: i for i, data in enumerate(self.vocab)}  # token bytes -> id (= its rank)
+        self._findall = tiktoken_gpt2_findall()   # the split as tiktoken's regex engine makes it (newer letters)
 
     @classmethod
     def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> "GPT2Encoding":

@@ -148,3 +148,32 @@ def test_partial_utf8_decodes_like_tiktoken(ours, tiktoken_gpt2):
 def test_save_refused(ours, tmp_path):
     with pytest.raises(TypeError, match="encoder.json"):
         ours.save(tmp_path / "x")
+
+
+def test_letters_newer_than_tiktokens_unicode_split_as_tiktoken_does(ours, tiktoken_gpt2):
+    """Code points the `regex` module counts as letters/numbers but tiktoken's engine does not (hypothesis found
+    "\U0003d000's"): at both ends of every range of tokenizer/tiktoken_tables.py, inside words and beside digits."""
+    from tokenizer.tiktoken_tables import TIKTOKEN_NOT_LETTERS_OR_NUMBERS as ranges
+
+    for first, last in ranges:
+        for c in {chr(first), chr(last), chr((first + last) // 2)}:
+            for text in (c + "'s", "a" + c + "b", " " + c + c, "12" + c + "3", "x " + c + " y"):
+                assert ours.encode(text) == tiktoken_gpt2.encode(text), (hex(ord(c)), text)
+    assert ours.encode("\U0003d000's") == tiktoken_gpt2.encode("\U0003d000's")
+
+
+@pytest.mark.slow
+def test_the_tiktoken_table_is_what_tiktoken_does(ours, tiktoken_gpt2, monkeypatch):
+    """Every code point probed again (about a minute): the table's ranges are exactly where the plain split and
+    tiktoken disagree, so a new tiktoken or regex release that changes them fails here."""
+    import sys
+    from pathlib import Path
+
+    from tokenizer.tiktoken_tables import TIKTOKEN_NOT_LETTERS_OR_NUMBERS
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(require_data("tiktoken-cache")))
+    monkeypatch.setenv("TINYGPT_DATA_DIR", str(data_dir()))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiktoken_tables_gen import differing_ranges
+
+    assert differing_ranges() == list(TIKTOKEN_NOT_LETTERS_OR_NUMBERS)
