@@ -35,6 +35,25 @@ def require_data(relpath: str) -> Path:
     return path
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run `tinygpt ARGV` in-process: (exit status, stdout, stderr)."""
+    from gpt.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2():
+    """tiktoken's "gpt2" encoding, read offline from the shared tiktoken-cache folder."""
+    tiktoken = pytest.importorskip("tiktoken")
+    cache = require_data("tiktoken-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+        return tiktoken.get_encoding("gpt2")
+
+
 @pytest.fixture
 def shared_data():
     """Fixture form of require_data: `shared_data("the-verdict.txt")`."""

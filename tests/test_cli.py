@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, require_data
+from conftest import ROOT, require_data, run_cli
 from gpt.training.checkpoint import read_checkpoint, read_index
 from gpt.cli import main
 
@@ -29,10 +29,6 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def evals(run_dir: Path) -> list[dict]:
@@ -64,24 +60,24 @@ def test_train_numpy_end_to_end(numpy_run):
 
 
 def test_generate_streams_text_from_the_checkpoint(numpy_run, capsys):
-    rc, out, err = run(capsys, "generate", "--checkpoint", numpy_run, "--prompt", "the c", "--max-new-tokens", "20",
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", numpy_run, "--prompt", "the c", "--max-new-tokens", "20",
                        "--seed", "1")
     assert rc == 0, err
     assert out.startswith("the c") and len(out) > len("the c") + 5
-    rc2, out2, _ = run(capsys, "generate", "--checkpoint", numpy_run / "step-000024", "--prompt", "the c",
+    rc2, out2, _ = run_cli(capsys, "generate", "--checkpoint", numpy_run / "step-000024", "--prompt", "the c",
                        "--max-new-tokens", "20", "--seed", "1")
     assert rc2 == 0 and out2 == out                                # same seed, same text; a step dir works too
 
 
 def test_generate_greedy_learned_the_pattern(numpy_run, capsys):
     prompt = "the cat sat on the"
-    rc, out, _ = run(capsys, "generate", "--checkpoint", numpy_run, "--prompt", prompt, "--max-new-tokens", "12",
+    rc, out, _ = run_cli(capsys, "generate", "--checkpoint", numpy_run, "--prompt", prompt, "--max-new-tokens", "12",
                      "--temperature", "0")
     assert rc == 0 and set(out[len(prompt):].strip()) <= set(TEXT)   # only characters the text has
 
 
 def test_eval_prints_loss_and_perplexity(numpy_run, data_file, capsys):
-    rc, out, err = run(capsys, "eval", "--checkpoint", numpy_run, "--data", data_file)
+    rc, out, err = run_cli(capsys, "eval", "--checkpoint", numpy_run, "--data", data_file)
     assert rc == 0, err
     loss = float(out.split()[1])
     assert out.startswith("loss ") and "perplexity" in out and loss < 4.0
@@ -90,15 +86,15 @@ def test_eval_prints_loss_and_perplexity(numpy_run, data_file, capsys):
 
 def test_resume_continues_and_refuses_new_sizes(numpy_run, data_file, capsys, tmp_path):
     out = tmp_path / "r"
-    rc, _, err = run(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "6", "--eval-interval", "3",
+    rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "6", "--eval-interval", "3",
                      *TINY)
     assert rc == 0, err
-    rc, text, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", "9", "--eval-interval", "3",
+    rc, text, err = run_cli(capsys, "train", "--out", out, "--resume", "--max-steps", "9", "--eval-interval", "3",
                         "--no-plot")
     assert rc == 0, err
     assert "resumed" in text and read_checkpoint(out).step == 9
     assert [r["step"] for r in evals(out)] == [0, 3, 6, 9]
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--emb-dim", "64")
+    rc, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--emb-dim", "64")
     assert rc == 2 and "--emb-dim" in err
 
 
@@ -106,23 +102,23 @@ def test_train_torch_end_to_end(data_file, tmp_path, capsys):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)   # tiny model: extra threads only contend with the other xdist worker
     out = tmp_path / "t"
-    rc, _, err = run(capsys, "train", "--backend", "torch", "--data", data_file, "--out", out, "--max-steps", "20",
+    rc, _, err = run_cli(capsys, "train", "--backend", "torch", "--data", data_file, "--out", out, "--max-steps", "20",
                      "--eval-interval", "10", *TINY)
     assert rc == 0, err
     ev = evals(out)
     assert ev[-1]["val_loss"] < ev[0]["val_loss"] - 1.0
-    rc, text, err = run(capsys, "generate", "--backend", "torch", "--checkpoint", out, "--prompt", "the ",
+    rc, text, err = run_cli(capsys, "generate", "--backend", "torch", "--checkpoint", out, "--prompt", "the ",
                         "--max-new-tokens", "10", "--seed", "0")
     assert rc == 0 and text.startswith("the "), err
     # names are data: the torch checkpoint generates on numpy too
-    rc, _, err = run(capsys, "generate", "--checkpoint", out, "--prompt", "the ", "--max-new-tokens", "5")
+    rc, _, err = run_cli(capsys, "generate", "--checkpoint", out, "--prompt", "the ", "--max-new-tokens", "5")
     assert rc == 0, err
 
 
 def test_train_with_bpe_tokenizer_saves_it(data_file, tmp_path, capsys):
     out = tmp_path / "bpe"
     args = [a for a in TINY if a not in ("--tokenizer", "bytes")]
-    rc, text, err = run(capsys, "train", "--data", data_file, "--out", out, "--tokenizer", "bpe", "--vocab-size",
+    rc, text, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--tokenizer", "bpe", "--vocab-size",
                         "300", "--max-steps", "3", "--eval-interval", "3", *args)
     assert rc == 0, err
     ck = read_checkpoint(out)
@@ -131,15 +127,15 @@ def test_train_with_bpe_tokenizer_saves_it(data_file, tmp_path, capsys):
 
     n_vocab = BPETokenizer.load(ck.path / "tokenizer.bpe").n_vocab
     assert ck.state["model_config"]["vocab_size"] == n_vocab <= 300   # fewer when the text runs out of pairs
-    rc, text, err = run(capsys, "generate", "--checkpoint", out, "--prompt", "the dog", "--max-new-tokens", "5")
+    rc, text, err = run_cli(capsys, "generate", "--checkpoint", out, "--prompt", "the dog", "--max-new-tokens", "5")
     assert rc == 0 and text.startswith("the dog"), err
 
 
 def test_convert_round_trip_and_generate_from_hf(numpy_run, tmp_path, capsys, monkeypatch):
     hf, back = tmp_path / "hf", tmp_path / "back"
-    rc, _, err = run(capsys, "convert", "--checkpoint", numpy_run, "--to-hf", hf)
+    rc, _, err = run_cli(capsys, "convert", "--checkpoint", numpy_run, "--to-hf", hf)
     assert rc == 0 and (hf / "config.json").is_file() and (hf / "tokenizer.json").is_file() and err == ""
-    rc, _, err = run(capsys, "convert", "--from-hf", hf, "--out", back)
+    rc, _, err = run_cli(capsys, "convert", "--from-hf", hf, "--out", back)
     assert rc == 0, err
     original, converted = read_checkpoint(numpy_run).weights, read_checkpoint(back).weights
     for name, w in original.items():
@@ -147,7 +143,7 @@ def test_convert_round_trip_and_generate_from_hf(numpy_run, tmp_path, capsys, mo
     # the export carries the run's own (bytes) tokenizer: greedy text from it, and from the converted-back
     # checkpoint, is the run's own (it used to fall back to GPT-2's tokenizer and print garbage)
     greedy = ("--prompt", "a", "--max-new-tokens", "5", "--temperature", "0")
-    texts = [run(capsys, "generate", "--checkpoint", d, *greedy) for d in (numpy_run, hf, back)]
+    texts = [run_cli(capsys, "generate", "--checkpoint", d, *greedy) for d in (numpy_run, hf, back)]
     assert all(rc == 0 for rc, _, _ in texts) and texts[0][1] == texts[1][1] == texts[2][1], texts
 
 
@@ -174,7 +170,7 @@ def test_divergence_exits_1_with_the_step(data_file, tmp_path, capsys, monkeypat
         return float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(gpt.training.trainer, "accumulate_grads", nan_on_third)
-    rc, _, err = run(capsys, "train", "--data", data_file, "--out", tmp_path / "nan", "--max-steps", "6",
+    rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", tmp_path / "nan", "--max-steps", "6",
                      "--eval-interval", "2", *TINY)
     assert rc == 1
     assert err.count("\n") == 1 and "diverged at step 3" in err and "step-000002" in err
@@ -240,7 +236,7 @@ def test_user_errors_exit_2_with_one_line(case, numpy_run, data_file, tmp_path, 
     monkeypatch.setenv("TINYGPT_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)  # the default --out (runs/tinygpt) is relative: a user's earlier run must not matter
     argv = [a.format(tmp=tmp_path, data=data_file, run=numpy_run) for a in argv]
-    rc, _, err = run(capsys, *argv)
+    rc, _, err = run_cli(capsys, *argv)
     assert rc == 2, err
     assert err.startswith("tinygpt: error:") and err.count("\n") == 1, err
     assert expected in err and "Traceback" not in err
@@ -248,14 +244,14 @@ def test_user_errors_exit_2_with_one_line(case, numpy_run, data_file, tmp_path, 
 
 def test_tokenizer_subcommands_are_registered(data_file, tmp_path, capsys):
     tok = tmp_path / "cats.bpe"
-    rc, out, err = run(capsys, "tokenizer", "train", "--data", data_file, "--vocab-size", "270", "--out", tok)
+    rc, out, err = run_cli(capsys, "tokenizer", "train", "--data", data_file, "--vocab-size", "270", "--out", tok)
     assert rc == 0 and tok.is_file(), err
-    rc, out, err = run(capsys, "tokenizer", "encode", "--tokenizer", tok, "--text", "the cat")
+    rc, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", tok, "--text", "the cat")
     assert rc == 0 and all(s.isdigit() for s in out.split()), err
     ids = out
-    rc, out, _ = run(capsys, "tokenizer", "decode", "--tokenizer", tok, "--ids", ids)
+    rc, out, _ = run_cli(capsys, "tokenizer", "decode", "--tokenizer", tok, "--ids", ids)
     assert rc == 0 and out == "the cat\n"
-    rc, _, err = run(capsys, "tokenizer", "decode", "--tokenizer", tok, "--ids", ids, "--backend", "numpy")
+    rc, _, err = run_cli(capsys, "tokenizer", "decode", "--tokenizer", tok, "--ids", ids, "--backend", "numpy")
     assert rc == 2 and "unrecognized arguments: --backend" in err     # engine flags mean nothing to a tokenizer
 
 
@@ -279,7 +275,7 @@ def test_download_sms_spam_extracts_the_collection_from_the_zip(tmp_path, capsys
 
     monkeypatch.delenv("TINYGPT_OFFLINE", raising=False)
     monkeypatch.setattr(datafiles, "download_file", fake_download)
-    rc, out, err = run(capsys, "download", "sms-spam", "--dest", tmp_path)
+    rc, out, err = run_cli(capsys, "download", "sms-spam", "--dest", tmp_path)
     written = tmp_path / "sms-spam" / "SMSSpamCollection"
     assert rc == 0 and fetched == [SMS_SPAM_URL] and str(written) in out
     assert written.read_bytes() == source.read_bytes() and len(read_sms_spam(written)) == 5574
@@ -290,7 +286,7 @@ def test_download_sms_spam_extracts_the_collection_from_the_zip(tmp_path, capsys
         return Path(dest)
 
     monkeypatch.setattr(datafiles, "download_file", empty_zip)
-    rc, out, err = run(capsys, "download", "sms-spam", "--dest", tmp_path / "other")
+    rc, out, err = run_cli(capsys, "download", "sms-spam", "--dest", tmp_path / "other")
     assert rc == 2 and "holds no SMSSpamCollection" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "other" / "sms-spam" / "SMSSpamCollection").exists()
 
@@ -298,7 +294,7 @@ def test_download_sms_spam_extracts_the_collection_from_the_zip(tmp_path, capsys
 def test_train_weight_init_torch_draws_the_books_init_and_keeps_it(data_file, tmp_path, capsys):
     """--weight-init torch: the checkpoint's config says so, its step-0 embedding is N(0, 1), and resume keeps it."""
     out = tmp_path / "torch-init"
-    rc, _, err = run(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "2", "--eval-interval", "2",
+    rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "2", "--eval-interval", "2",
                      "--weight-init", "torch", *TINY)
     assert rc == 0, err
     ck = read_checkpoint(out)
@@ -307,7 +303,7 @@ def test_train_weight_init_torch_draws_the_books_init_and_keeps_it(data_file, tm
 
     fresh = GPTModel(ck.state["model_config"], backend="numpy", seed=0)
     assert abs(float(np.std(fresh.tok_emb.weight.numpy())) - 1.0) < 0.1
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--weight-init", "gpt2")
+    rc, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--weight-init", "gpt2")
     assert rc == 2 and "--weight-init" in err
 
 
@@ -331,16 +327,16 @@ def test_first_ctrl_c_checkpoints_and_resume_finishes_second_aborts(data_file, t
     monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     before = signal.getsignal(signal.SIGINT)
     out = tmp_path / "run"
-    rc, stdout, err = run(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "6", "--eval-interval",
+    rc, stdout, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "6", "--eval-interval",
                           "100", *TINY)
     assert rc == 130 and "stopped at step 3" in stdout and "--resume" in stdout, (stdout, err)
     assert read_checkpoint(out).step == 3
     assert signal.getsignal(signal.SIGINT) is before      # the handler is put back
     monkeypatch.setattr(Trainer, "train_step", step)
-    rc, stdout, err = run(capsys, "train", "--out", out, "--resume")
+    rc, stdout, err = run_cli(capsys, "train", "--out", out, "--resume")
     assert rc == 0 and read_checkpoint(out).step == 6, err
 
     monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     hits["n"] = 2
-    rc, stdout, err = run(capsys, "train", "--data", data_file, "--out", tmp_path / "run2", "--max-steps", "6", *TINY)
+    rc, stdout, err = run_cli(capsys, "train", "--data", data_file, "--out", tmp_path / "run2", "--max-steps", "6", *TINY)
     assert rc == 130 and "interrupted" in err

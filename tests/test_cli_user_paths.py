@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from gpt.cli import main
 from gpt.training.checkpoint import read_checkpoint
@@ -17,10 +18,6 @@ TINY = ["--tokenizer", "bytes", "--context-length", "16", "--emb-dim", "32", "--
         "--batch-size", "8", "--eval-iters", "2", "--drop-rate", "0.0", "--no-plot", "--sample-prompt", "the "]
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture
@@ -32,17 +29,17 @@ def data_file(tmp_path) -> Path:
 
 def test_rerunning_train_keeps_the_old_run_and_generate_reads_the_new(data_file, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert run(capsys, "train", "--data", data_file, "--max-steps", "2", "--eval-interval", "2", *TINY)[0] == 0
+    assert run_cli(capsys, "train", "--data", data_file, "--max-steps", "2", "--eval-interval", "2", *TINY)[0] == 0
     first = read_checkpoint("runs/tinygpt").state["train_config"]["seed"]
-    rc, out, _ = run(capsys, "train", "--data", data_file, "--max-steps", "3", "--eval-interval", "3", "--seed", "7",
+    rc, out, _ = run_cli(capsys, "train", "--data", data_file, "--max-steps", "3", "--eval-interval", "3", "--seed", "7",
                      *TINY)
     assert rc == 0 and "kept it as runs/tinygpt-2" in out
     assert read_checkpoint("runs/tinygpt-2").step == 2 and read_checkpoint("runs/tinygpt-2").state["train_config"][
         "seed"] == first
     assert read_checkpoint("runs/tinygpt").step == 3                       # the new run is where generate looks
-    rc, out, err = run(capsys, "generate", "--prompt", "the ", "--max-new-tokens", "3")
+    rc, out, err = run_cli(capsys, "generate", "--prompt", "the ", "--max-new-tokens", "3")
     assert rc == 0 and out.startswith("the "), err
-    rc, out, _ = run(capsys, "train", "--data", data_file, "--max-steps", "1", "--eval-interval", "1", "--replace",
+    rc, out, _ = run_cli(capsys, "train", "--data", data_file, "--max-steps", "1", "--eval-interval", "1", "--replace",
                      *TINY)
     assert rc == 0 and "kept" not in out and read_checkpoint("runs/tinygpt").step == 1
     assert not Path("runs/tinygpt-3").exists() and read_checkpoint("runs/tinygpt-2").step == 2
@@ -51,22 +48,22 @@ def test_rerunning_train_keeps_the_old_run_and_generate_reads_the_new(data_file,
 def test_a_directory_that_is_no_run_is_never_moved(data_file, tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    rc, _, err = run(capsys, "train", "--data", data_file, "--out", tmp_path / "mine", "--max-steps", "1", *TINY)
+    rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", tmp_path / "mine", "--max-steps", "1", *TINY)
     assert rc == 2 and "holds no tinygpt run" in err and (tmp_path / "mine" / "notes.txt").exists()
 
 
 def test_resume_accepts_the_same_flags_and_names_conflicting_ones(data_file, tmp_path, capsys):
     out = tmp_path / "run"
     start = ["train", "--data", data_file, "--out", out, "--eval-interval", "2", *TINY]
-    assert run(capsys, *start, "--max-steps", "2")[0] == 0
-    rc, text, err = run(capsys, *start, "--max-steps", "4", "--resume")     # the same command, --resume appended
+    assert run_cli(capsys, *start, "--max-steps", "2")[0] == 0
+    rc, text, err = run_cli(capsys, *start, "--max-steps", "4", "--resume")     # the same command, --resume appended
     assert rc == 0 and "resumed" in text and read_checkpoint(out).step == 4, err
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", "6", "--emb-dim", "64",
+    rc, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--max-steps", "6", "--emb-dim", "64",
                      "--n-layers", "2", "--tokenizer", "gpt2")
     assert rc == 2 and err.count("\n") == 1
     assert "--emb-dim 64 (the run has 32)" in err and "--tokenizer gpt2 (the run has bytes)" in err
     assert "--n-layers" not in err                                           # equal to the run's: accepted
-    rc, _, err = run(capsys, "train", "--out", out, "--resume")
+    rc, _, err = run_cli(capsys, "train", "--out", out, "--resume")
     assert rc == 2 and "is finished (step 4 of 4)" in err and "--max-steps" in err
 
 
@@ -87,40 +84,40 @@ def test_train_help_shows_the_defaults_and_version_is_printed(capsys):
 @pytest.fixture
 def tiny_run(data_file, tmp_path, capsys) -> Path:
     out = tmp_path / "run"
-    assert run(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "1", "--eval-interval", "1",
+    assert run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "1", "--eval-interval", "1",
                *TINY)[0] == 0
     return out
 
 
 def test_prompts_that_are_empty_or_longer_than_the_context(tiny_run, capsys):
-    rc, _, err = run(capsys, "generate", "--checkpoint", tiny_run, "--prompt", "")
+    rc, _, err = run_cli(capsys, "generate", "--checkpoint", tiny_run, "--prompt", "")
     assert rc == 2 and err.count("\n") == 1 and "--prompt is empty" in err and "idx must be" not in err
-    rc, out, err = run(capsys, "generate", "--checkpoint", tiny_run, "--prompt", "x" * 40, "--max-new-tokens", "2",
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", tiny_run, "--prompt", "x" * 40, "--max-new-tokens", "2",
                        "--temperature", "0")
     assert rc == 0 and "the prompt is 40 tokens" in err and "cut to its last 15 tokens" in err
     assert out.startswith("x" * 40)
 
 
 def test_a_missing_sms_file_names_the_download_command(capsys, tmp_path, tiny_run):
-    rc, _, err = run(capsys, "finetune", "classify", "--init", tiny_run, "--data", tmp_path / "none",
+    rc, _, err = run_cli(capsys, "finetune", "classify", "--init", tiny_run, "--data", tmp_path / "none",
                      "--out", tmp_path / "clf")
     assert rc == 2 and "tinygpt download sms-spam" in err
 
 
 def test_tokenizer_commands(tiny_run, tmp_path, capsys, monkeypatch):
-    rc, _, err = run(capsys, "tokenizer", "encode", "--tokenizer", tmp_path / "nope.bpe", "--text", "a")
+    rc, _, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", tmp_path / "nope.bpe", "--text", "a")
     assert rc == 2 and err.startswith("tinygpt: error:") and err.count("\n") == 1
-    rc, _, err = run(capsys, "tokenizer", "encode", "--tokenizer", tiny_run, "--file", tmp_path / "none.txt")
+    rc, _, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", tiny_run, "--file", tmp_path / "none.txt")
     assert rc == 2 and err.startswith("tinygpt: error:") and "none.txt" in err and "Errno" not in err
     monkeypatch.setattr("sys.stdin", io.StringIO("the cat"))
-    rc, out, err = run(capsys, "tokenizer", "encode", "--tokenizer", tiny_run, "--file", "-")   # a run, stdin
+    rc, out, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", tiny_run, "--file", "-")   # a run, stdin
     assert rc == 0 and out.split() == [str(b) for b in b"the cat"], err
     monkeypatch.setattr("sys.stdin", io.StringIO(out))
-    rc, out, _ = run(capsys, "tokenizer", "decode", "--tokenizer", tiny_run, "--file", "-")
+    rc, out, _ = run_cli(capsys, "tokenizer", "decode", "--tokenizer", tiny_run, "--file", "-")
     assert rc == 0 and out == "the cat\n"
-    rc, _, err = run(capsys, "tokenizer", "encode", "--tokenizer", tiny_run, "--text", "a", "--seed", "1")
+    rc, _, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", tiny_run, "--text", "a", "--seed", "1")
     assert rc == 2 and "unrecognized arguments: --seed" in err
-    rc, _, err = run(capsys, "tokenizer", "encode", "--tokenizer", tmp_path, "--text", "a")
+    rc, _, err = run_cli(capsys, "tokenizer", "encode", "--tokenizer", tmp_path, "--text", "a")
     assert rc == 2 and "without a tinygpt checkpoint" in err
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -31,10 +32,6 @@ CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</thin
 ENGINE = ["--backend", "torch", "--dtype", "float64"]
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +58,7 @@ def test_generate_cli_greedy_equals_transformers(hf_dir, capsys):
     _, path, hf = hf_dir
     enc = tokenizer.from_pretrained(path)
     prompt = "The quick brown"
-    rc, out, err = run(capsys, "generate", "--checkpoint", path, "--prompt", prompt, "--max-new-tokens", 15,
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", path, "--prompt", prompt, "--max-new-tokens", 15,
                        "--temperature", 0, *ENGINE)
     assert rc == 0, err
     new = _hf_greedy(hf, enc.encode(prompt), 15, enc.eos_token_id)
@@ -93,7 +90,7 @@ def test_chat_cli_answers_in_the_family_format(hf_dir, capsys, monkeypatch):
     enc = tokenizer.from_pretrained(path)
     style = {"llama": "llama3", "qwen3": "chatml"}[kind]
     monkeypatch.setattr(sys, "stdin", io.StringIO("Box?\nHow?\n"))
-    rc, out, err = run(capsys, "chat", "--checkpoint", path, "--max-new-tokens", 8, *ENGINE)
+    rc, out, err = run_cli(capsys, "chat", "--checkpoint", path, "--max-new-tokens", 8, *ENGINE)
     assert rc == 0, err
     history, want = [], []
     for question in ("Box?", "How?"):
@@ -112,7 +109,7 @@ def test_chat_cli_answers_in_the_family_format(hf_dir, capsys, monkeypatch):
 def test_generate_without_tokenizer_json_names_the_file(tmp_path, capsys):
     make_hf_dir("qwen3", tmp_path)
     capsys.readouterr()   # transformers' save progress
-    rc, out, err = run(capsys, "generate", "--checkpoint", tmp_path, "--prompt", "hi")
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", tmp_path, "--prompt", "hi")
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("tinygpt: error: ") and "has no tokenizer.json; a qwen3 directory needs its own" in err
 
@@ -126,10 +123,10 @@ TINY = ["--emb-dim", 32, "--n-layers", 1, "--n-heads", 4, "--context-length", 16
 def test_train_arch_end_to_end_with_resume_and_export(arch, backend, tmp_path, capsys):
     data, out = tmp_path / "text.txt", tmp_path / "run"
     data.write_text(TEXT * 3, encoding="utf-8")
-    rc, _, err = run(capsys, "train", "--arch", arch, "--data", data, "--out", out, "--max-steps", 2, *TINY,
+    rc, _, err = run_cli(capsys, "train", "--arch", arch, "--data", data, "--out", out, "--max-steps", 2, *TINY,
                      "--backend", backend)
     assert rc == 0, err
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 4, "--backend", backend,
+    rc, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--max-steps", 4, "--backend", backend,
                      "--dtype", "float64")
     assert rc == 0, err
     state = json.loads(next(out.glob("**/state.json")).read_text())
@@ -137,10 +134,10 @@ def test_train_arch_end_to_end_with_resume_and_export(arch, backend, tmp_path, c
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "val_loss" in r] == [0, 2, 4]
     other = {"llama": "qwen3", "qwen3": "llama"}[arch]
-    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--max-steps", 6, "--arch", other)
+    rc, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--max-steps", 6, "--arch", other)
     assert rc == 2 and f"--arch {other} (the run has {arch})" in err
 
-    rc, _, err = run(capsys, "convert", "--checkpoint", out, "--to-hf", tmp_path / "hf", "--dtype", "float64")
+    rc, _, err = run_cli(capsys, "convert", "--checkpoint", out, "--to-hf", tmp_path / "hf", "--dtype", "float64")
     assert rc == 0, err
     from gpt.training.checkpoint import load_model
 
@@ -169,21 +166,21 @@ def test_download_qwen3_fetches_the_four_public_files(tmp_path, capsys, monkeypa
 
     monkeypatch.delenv("TINYGPT_OFFLINE", raising=False)
     monkeypatch.setattr(datafiles, "download_file", fake_download)
-    rc, out, err = run(capsys, "download", "qwen3-0.6b", "--dest", tmp_path)
+    rc, out, err = run_cli(capsys, "download", "qwen3-0.6b", "--dest", tmp_path)
     assert rc == 0, err
     base = "https://huggingface.co/Qwen/Qwen3-0.6B/resolve/main/"
     assert fetched == [base + f for f in ("config.json", "model.safetensors", "tokenizer.json",
                                           "tokenizer_config.json")]
     assert sorted(p.name for p in (tmp_path / "qwen3-0.6b").iterdir()) == sorted(f[len(base):] for f in fetched)
     assert str(tmp_path / "qwen3-0.6b") in out
-    rc, _, _ = run(capsys, "download", "qwen3-0.6b", "--dest", tmp_path)   # present files are kept
+    rc, _, _ = run_cli(capsys, "download", "qwen3-0.6b", "--dest", tmp_path)   # present files are kept
     assert rc == 0 and len(fetched) == 4
 
 
 def test_unknown_model_type_directory_is_one_line_error(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    rc, out, err = run(capsys, "generate", "--checkpoint", tmp_path, "--prompt", "hi")
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", tmp_path, "--prompt", "hi")
     assert rc == 2 and err == (f"tinygpt: error: {tmp_path}: model_type 'mamba' is not supported; tinygpt loads "
                                f"bert, gpt2, llama, qwen3\n")
 
@@ -202,12 +199,12 @@ def test_hub_name_resolves_to_the_downloaded_directory(tmp_path, capsys, monkeyp
     """`--checkpoint qwen3-0.6b` is the directory `download qwen3-0.6b` writes; before that, one line naming it."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    rc, out, err = run(capsys, "generate", "--checkpoint", "qwen3-0.6b", "--prompt", "hi")
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", "qwen3-0.6b", "--prompt", "hi")
     folder = tmp_path / ".cache" / "tinygpt" / "models" / "qwen3-0.6b"
     assert rc == 2 and err == (f"tinygpt: error: qwen3-0.6b is not downloaded: run `tinygpt download qwen3-0.6b` "
                                f"with network access (it writes {folder}), or give the path of a Hugging Face "
                                f"directory\n")
     make_hf_dir("qwen3", folder)
     capsys.readouterr()
-    rc, out, err = run(capsys, "generate", "--checkpoint", "qwen3-0.6b", "--prompt", "hi")
+    rc, out, err = run_cli(capsys, "generate", "--checkpoint", "qwen3-0.6b", "--prompt", "hi")
     assert rc == 2 and "has no tokenizer.json; a qwen3 directory" in err   # found it: the directory is read

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from gpt.cli import main
 from gpt.training.checkpoint import read_checkpoint
@@ -26,10 +27,6 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def evals(run_dir: Path) -> list[dict]:
@@ -68,11 +65,11 @@ def test_resumed_bert_run_equals_the_uninterrupted_one(data_file, bert_run, tmp_
 
     monkeypatch.setattr(Trainer, "train_step", stop_after_13)
     out = tmp_path / "resumed"
-    rc, text, err = run(capsys, "train", "--arch", "bert", "--data", data_file, "--out", out, "--max-steps", "40",
+    rc, text, err = run_cli(capsys, "train", "--arch", "bert", "--data", data_file, "--out", out, "--max-steps", "40",
                         "--eval-interval", "20", *TINY)
     assert rc == 130 and read_checkpoint(out).step == 13, (text, err)
     monkeypatch.setattr(Trainer, "train_step", step)
-    rc, text, err = run(capsys, "train", "--out", out, "--resume")
+    rc, text, err = run_cli(capsys, "train", "--out", out, "--resume")
     assert rc == 0, err
     losses = [{r["step"]: r["train_loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
                if "val_loss" not in r} for d in (out, bert_run)]
@@ -81,7 +78,7 @@ def test_resumed_bert_run_equals_the_uninterrupted_one(data_file, bert_run, tmp_
 
 
 def test_fill_mask_prints_top_k_per_mask(bert_run, capsys):
-    rc, out, err = run(capsys, "fill-mask", "--checkpoint", bert_run, "--text", "the c[MASK]t sat on the [MASK]at.",
+    rc, out, err = run_cli(capsys, "fill-mask", "--checkpoint", bert_run, "--text", "the c[MASK]t sat on the [MASK]at.",
                        "--top-k", "3")
     assert rc == 0, err
     lines = out.splitlines()
@@ -92,20 +89,20 @@ def test_fill_mask_prints_top_k_per_mask(bert_run, capsys):
 
 
 def test_fill_mask_bad_input_exits_2_with_one_line(bert_run, data_file, tmp_path, capsys):
-    rc, out, err = run(capsys, "fill-mask", "--checkpoint", bert_run, "--text", "no mask here")
+    rc, out, err = run_cli(capsys, "fill-mask", "--checkpoint", bert_run, "--text", "no mask here")
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("tinygpt: error: --text has no [MASK] to fill")
     gpt_run = tmp_path / "gpt"
-    assert run(capsys, "train", "--data", data_file, "--out", gpt_run, "--max-steps", "1", "--eval-interval", "1",
+    assert run_cli(capsys, "train", "--data", data_file, "--out", gpt_run, "--max-steps", "1", "--eval-interval", "1",
                *TINY)[0] == 0
-    rc, out, err = run(capsys, "fill-mask", "--checkpoint", gpt_run, "--text", "the [MASK] sat")
+    rc, out, err = run_cli(capsys, "fill-mask", "--checkpoint", gpt_run, "--text", "the [MASK] sat")
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert re.match(r"tinygpt: error: \S+ is a gpt2 checkpoint, a decoder without a masked-LM head; fill-mask "
                     r"needs one trained with `tinygpt train --arch bert`$", err.strip())
-    rc, _, err = run(capsys, "train", "--arch", "bert", "--data", data_file, "--out", tmp_path / "x",
+    rc, _, err = run_cli(capsys, "train", "--arch", "bert", "--data", data_file, "--out", tmp_path / "x",
                      "--weight-init", "torch", *TINY)
     assert rc == 2 and "--weight-init applies to --arch gpt2 only" in err
-    rc, _, err = run(capsys, "train", "--arch", "bert", "--out", gpt_run, "--resume", "--max-steps", "2")
+    rc, _, err = run_cli(capsys, "train", "--arch", "bert", "--out", gpt_run, "--resume", "--max-steps", "2")
     assert rc == 2 and "--arch bert (the run has gpt2)" in err
 
 
@@ -126,7 +123,7 @@ def make_hf_bert(path: Path) -> Path:
 
 def test_fill_mask_reads_a_hugging_face_bert_directory(tmp_path, capsys):
     make_hf_bert(tmp_path)
-    rc, out, err = run(capsys, "fill-mask", "--checkpoint", tmp_path, "--text", "the cat [MASK] on the mat.",
+    rc, out, err = run_cli(capsys, "fill-mask", "--checkpoint", tmp_path, "--text", "the cat [MASK] on the mat.",
                        "--top-k", "2")
     assert rc == 0, err
     assert out.splitlines()[0] == "[MASK] 1 of 1:" and len(out.splitlines()) == 3
@@ -139,7 +136,7 @@ def test_finetune_classify_from_a_bert_run_uses_the_pooled_cls(bert_run, tmp_pat
     data = tmp_path / "SMSSpamCollection"
     data.write_text("".join(f"ham\t{t}\n" for t in ham) + "".join(f"spam\t{t}\n" for t in spam), encoding="utf-8")
     out = tmp_path / "cls"
-    rc, text, err = run(capsys, "finetune", "classify", "--init", bert_run, "--data", data, "--out", out,
+    rc, text, err = run_cli(capsys, "finetune", "classify", "--init", bert_run, "--data", data, "--out", out,
                         "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--eval-interval", "100",
                         "--trainable", "all")
     assert rc == 0, err
@@ -148,7 +145,7 @@ def test_finetune_classify_from_a_bert_run_uses_the_pooled_cls(bert_run, tmp_pat
     assert results["accuracy"]["train"] >= 0.9  # the two kinds of message differ in every word
     ft = read_checkpoint(out, with_optimizer=False).state["finetune"]
     assert ft["arch"] == "bert" and ft["special_ids"]["cls"] == 258
-    rc, text, err = run(capsys, "classify", "--checkpoint", out, "--text", "win a car now! call now!",
+    rc, text, err = run_cli(capsys, "classify", "--checkpoint", out, "--text", "win a car now! call now!",
                         "--text", "the dog sat on the mat.")
     assert rc == 0, err
     assert [line.split("\t")[0] for line in text.splitlines()] == ["spam", "not spam"]

@@ -28,15 +28,6 @@ MIXED_TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=30).map("
 
 
 @pytest.fixture(scope="module")
-def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken")
-    cache = require_data("tiktoken-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-        return tiktoken.get_encoding("gpt2")
-
-
-@pytest.fixture(scope="module")
 def ours():
     require_data("gpt2/encoder.json")
     with pytest.MonkeyPatch.context() as mp:

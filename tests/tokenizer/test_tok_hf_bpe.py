@@ -208,15 +208,6 @@ def gpt2():
 
 
 @pytest.fixture(scope="module")
-def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken")
-    cache = require_data("tiktoken-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-        return tiktoken.get_encoding("gpt2")
-
-
-@pytest.fixture(scope="module")
 def gpt2_files(gpt2, tmp_path_factory):
     path = save_hf_tokenizer(gpt2, tmp_path_factory.mktemp("gpt2") / "tokenizer.json")
     return tokenizer.from_pretrained(path), tokenizers.Tokenizer.from_file(str(path))
