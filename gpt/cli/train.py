@@ -357,7 +357,7 @@ def _train(args: argparse.Namespace, B: Backend, dist: Any, say_: Callable[..., 
     else:
         model = GPTModel(model_cfg, backend=B, seed=cfg.seed)
     say_(f"data: {run['data'].source} ({n_train + n_val:,} tokens: {n_train:,} train, {n_val:,} val); model: "
-         f"{model.num_parameters():,} parameters ({model_cfg.get('arch', 'gpt2')}: {model_cfg['n_layers']} layers, "
+         f"{model.num_parameters():,} parameters ({run['arch']}: {model_cfg['n_layers']} layers, "
          f"{model_cfg['n_heads']} heads, "
          f"emb {model_cfg['emb_dim']}, context {model_cfg['context_length']}, vocab {model_cfg['vocab_size']}); "
          f"backend {B.name} {B.dtype_name}" + (f"; {dist.world_size} processes (DDP)" if dist.world_size > 1 else ""))

@@ -164,3 +164,12 @@ def test_generate_and_chat_refuse_a_bert_directory(tmp_path, capsys):
         assert main([str(a) for a in argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is a BERT encoder" in err and "fill-mask" in err
+
+
+def test_train_arch_bert_names_the_encoder_in_its_summary(data_file, tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "train", "--arch", "bert", "--data", data_file, "--out", tmp_path / "b",
+                           "--max-steps", "1", "--eval-interval", "1", "--tokenizer", "bytes", "--context-length",
+                           "16", "--emb-dim", "16", "--n-heads", "2", "--n-layers", "1", "--batch-size", "4",
+                           "--eval-iters", "1", "--no-plot")
+    assert rc == 0, err
+    assert "parameters (bert: 1 layers" in out and "(gpt2:" not in out
