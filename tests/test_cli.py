@@ -29,8 +29,6 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-
-
 def evals(run_dir: Path) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "val_loss" in r]

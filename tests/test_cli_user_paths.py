@@ -18,8 +18,6 @@ TINY = ["--tokenizer", "bytes", "--context-length", "16", "--emb-dim", "32", "--
         "--batch-size", "8", "--eval-iters", "2", "--drop-rate", "0.0", "--no-plot", "--sample-prompt", "the "]
 
 
-
-
 @pytest.fixture
 def data_file(tmp_path) -> Path:
     path = tmp_path / "cats.txt"

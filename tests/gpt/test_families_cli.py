@@ -32,8 +32,6 @@ CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</thin
 ENGINE = ["--backend", "torch", "--dtype", "float64"]
 
 
-
-
 @pytest.fixture(scope="module")
 def bpe():
     return tokenizer.BPETokenizer.train(TEXT, vocab_size=300, pattern="gpt2", special_tokens=CHAT_TOKENS)

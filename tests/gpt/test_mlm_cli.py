@@ -27,8 +27,6 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-
-
 def evals(run_dir: Path) -> list[dict]:
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
 
