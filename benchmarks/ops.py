@@ -140,11 +140,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from tinytensor.malloc import tune_malloc
+
+    tuned = tune_malloc()  # as the numpy backend does for every model (tinytensor/malloc.py); torch keeps its own
     blas = blas_info()
     print(f"# tinytensor fused ops vs PyTorch {torch.__version__} (CPU, float32, median of {args.repeats})\n")
     print(f"- NumPy {np.__version__}, BLAS: {blas}")
     print(f"- {env_note}")
-    print(f"- torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}\n")
+    print(f"- torch threads: {torch.get_num_threads()}, CPUs: {os.cpu_count()}; glibc malloc tuned for ours: {tuned}\n")
     print("| op | shape | ours fwd ms | torch fwd ms | fwd ratio | ours fwd+bwd ms | torch fwd+bwd ms | ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     rows = []
