@@ -68,7 +68,7 @@ def test_resume_accepts_the_same_flags_and_names_conflicting_ones(data_file, tmp
 def test_train_help_shows_the_defaults_and_version_is_printed(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--max-steps N optimizer steps (default 350)", "--lr LR peak learning rate (default 0.002)",
+    for shown in ("--max-steps N optimizer steps (default 350)", "--lr LR peak learning rate (default 0.002; bert 0.001)",
                   "--context-length N tokens per window (default 128)", "--backend {numpy,cupy,torch} engine: numpy",
                   "(default: numpy)", "(default: runs/tinygpt)"):
         assert shown in text, shown

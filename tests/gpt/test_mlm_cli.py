@@ -54,15 +54,15 @@ def test_train_arch_bert_has_its_own_recipe_that_flags_override(data_file, tmp_p
     """Without optimisation flags a BERT run gets the encoder's recipe (gpt/cli/train.py ARCH_TRAIN_DEFAULTS),
     not the decoder's lr 2e-3 / dropout 0.1; a flag given wins over it."""
     sizes = TINY[:TINY.index("--batch-size")]
-    runs = {"own": [], "flags": ["--lr", "1e-3", "--warmup-steps", "0", "--drop-rate", "0.2"]}
+    runs = {"own": [], "flags": ["--lr", "5e-4", "--warmup-steps", "0", "--drop-rate", "0.2"]}
     for name, flags in runs.items():
         assert main(["train", "--arch", "bert", "--data", str(data_file), "--out", str(tmp_path / name),
                      "--max-steps", "1", "--batch-size", "2", "--eval-iters", "1", "--no-plot", *sizes, *flags]) == 0
     own, flagged = (read_checkpoint(tmp_path / n, with_optimizer=False).state for n in runs)
     cfg = own["train_config"]
-    assert (cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], own["model_config"]["drop_rate"]) == (5e-4, 5e-5, 100, 0.0)
+    assert (cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], own["model_config"]["drop_rate"]) == (1e-3, 5e-5, 100, 0.0)
     cfg = flagged["train_config"]
-    assert (cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], flagged["model_config"]["drop_rate"]) == (1e-3, 5e-5, 0, 0.2)
+    assert (cfg["lr"], cfg["min_lr"], cfg["warmup_steps"], flagged["model_config"]["drop_rate"]) == (5e-4, 5e-5, 0, 0.2)
 
 
 def test_resumed_bert_run_equals_the_uninterrupted_one(data_file, bert_run, tmp_path, capsys, monkeypatch):

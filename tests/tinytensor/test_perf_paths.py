@@ -156,3 +156,66 @@ def test_linear_and_attention_with_pool_match_torch(two_threads, dtype):
     tol = 1e-10 if dtype == np.float64 else 1e-5
     for o, r in zip(ours, ref):
         assert _rel(o.grad.data, r.grad.numpy()) <= tol
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 3, 50, 50), (3, 701), (900, 3), (7, 5, 1)])
+def test_softmax_row_blocks_equal_the_one_shot_kernel_bit_for_bit(nthreads, shape, monkeypatch):
+    """Row blocks (small here, so several per thread) give the one-shot formulas' bits, forward and backward."""
+    from tinytensor.kernels import softmax as ksm
+
+    monkeypatch.setattr(ksm, "BLOCK", 64)
+    monkeypatch.setattr(threads, "MIN_PARALLEL", 1)
+    before = threads.get_num_threads()
+    threads.set_num_threads(nthreads)
+    try:
+        rng = np.random.default_rng(1)
+        for dtype in (np.float32, np.float64):
+            x, g = (rng.standard_normal(shape).astype(dtype) * 4 for _ in range(2))
+            p = ksm.softmax_forward(x)
+            dx = ksm.softmax_backward(g, p)
+            ref = np.exp(x - x.max(-1, keepdims=True))
+            ref /= ref.sum(-1, keepdims=True)
+            dref = g * ref
+            dref -= ref * dref.sum(-1, keepdims=True)
+            assert p.dtype == dx.dtype == dtype
+            np.testing.assert_array_equal(p, ref)
+            np.testing.assert_array_equal(dx, dref)
+    finally:
+        threads.set_num_threads(before)
+    # not along the last axis, or not contiguous: the one-shot path, same values
+    x = np.random.default_rng(2).standard_normal((6, 40, 3))
+    np.testing.assert_allclose(ksm.softmax_forward(x, axis=1).sum(axis=1), 1.0, rtol=1e-15)
+    xt = x.transpose(2, 1, 0)
+    np.testing.assert_array_equal(ksm.softmax_forward(xt), ksm.softmax_forward(np.ascontiguousarray(xt)))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 50, 40), (3, 701), (900, 3)])
+def test_layer_norm_row_blocks_match_the_one_shot_kernel_and_ignore_the_thread_count(shape, monkeypatch):
+    """Blocks of rows over the pool: the same numbers for 1 and 2 threads (bit for bit), and the one-shot kernel's
+    to float64 rounding (a row's variance dot product may take another einsum loop in a block of one row)."""
+    from tinytensor.kernels import layer_norm as kln
+
+    rng = np.random.default_rng(3)
+    x, g = (rng.standard_normal(shape) * 3 + 1 for _ in range(2))
+    w, b = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
+
+    def run():
+        out, mean, rstd = kln.layer_norm_forward(x, w, b)
+        return (out, mean, rstd, *kln.layer_norm_backward(g, x, w, mean, rstd))
+
+    one_shot = run()
+    monkeypatch.setattr(kln, "BLOCK", 64)
+    monkeypatch.setattr(threads, "MIN_PARALLEL", 1)
+    before = threads.get_num_threads()
+    try:
+        threads.set_num_threads(1)
+        single = run()
+        threads.set_num_threads(2)
+        pooled = run()
+    finally:
+        threads.set_num_threads(before)
+    for s, p, o in zip(single, pooled, one_shot):
+        assert s.shape == o.shape and s.dtype == o.dtype
+        np.testing.assert_array_equal(s, p)
+        assert _rel(s, o) <= 1e-13
