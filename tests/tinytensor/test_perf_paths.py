@@ -189,33 +189,3 @@ def test_softmax_row_blocks_equal_the_one_shot_kernel_bit_for_bit(nthreads, shap
     xt = x.transpose(2, 1, 0)
     np.testing.assert_array_equal(ksm.softmax_forward(xt), ksm.softmax_forward(np.ascontiguousarray(xt)))
 
-
-@pytest.mark.parametrize("shape", [(2, 3, 50, 40), (3, 701), (900, 3)])
-def test_layer_norm_row_blocks_match_the_one_shot_kernel_and_ignore_the_thread_count(shape, monkeypatch):
-    """Blocks of rows over the pool: the same numbers for 1 and 2 threads (bit for bit), and the one-shot kernel's
-    to float64 rounding (a row's variance dot product may take another einsum loop in a block of one row)."""
-    from tinytensor.kernels import layer_norm as kln
-
-    rng = np.random.default_rng(3)
-    x, g = (rng.standard_normal(shape) * 3 + 1 for _ in range(2))
-    w, b = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
-
-    def run():
-        out, mean, rstd = kln.layer_norm_forward(x, w, b)
-        return (out, mean, rstd, *kln.layer_norm_backward(g, x, w, mean, rstd))
-
-    one_shot = run()
-    monkeypatch.setattr(kln, "BLOCK", 64)
-    monkeypatch.setattr(threads, "MIN_PARALLEL", 1)
-    before = threads.get_num_threads()
-    try:
-        threads.set_num_threads(1)
-        single = run()
-        threads.set_num_threads(2)
-        pooled = run()
-    finally:
-        threads.set_num_threads(before)
-    for s, p, o in zip(single, pooled, one_shot):
-        assert s.shape == o.shape and s.dtype == o.dtype
-        np.testing.assert_array_equal(s, p)
-        assert _rel(s, o) <= 1e-13
