@@ -167,6 +167,46 @@ def train_markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def matmul_peaks(repeats: int, n: int = 2048) -> dict[str, float]:
+    """Float32 GFLOP/s of one n x n x n matrix product (2n³ FLOPs, median of `repeats`), NumPy's np.matmul (its own
+    BLAS threads) and torch's, in this process: the ceiling the training step's efficiency is measured against."""
+    import numpy as np
+    import torch
+
+    a, b = (np.random.default_rng(i).standard_normal((n, n)).astype(np.float32) for i in (0, 1))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    times = interleaved_medians({"numpy": lambda: np.matmul(a, b), "torch": lambda: torch.matmul(ta, tb)},
+                                max(3, repeats), warmup=1, settle=True)
+    return {k: 2.0 * n ** 3 / r["median_s"] / 1e9 for k, r in times.items()}
+
+
+def step_gflop(config: str) -> float:
+    """Model FLOPs of one training step of a TRAIN_CONFIGS config: 6·N·tokens + 12·L·T·d per token
+    (gpt/training/flops.py; N without the embedding tables, the vocabulary head counted)."""
+    from gpt.model import GPTConfig
+    from gpt.training.flops import flops_per_token
+
+    spec = TRAIN_CONFIGS[config]
+    b, t = spec["batch"]
+    cfg = GPTConfig.from_dict({**spec["model"], "qkv_bias": False})
+    return flops_per_token(cfg, t) * b * t / 1e9
+
+
+def efficiency_markdown(res: dict[str, Any], peaks: dict[str, float]) -> str:
+    out = [f"NumPy's float32 matmul peak in this run (2048³): {peaks['numpy']:.0f} GFLOP/s; torch's: "
+           f"{peaks['torch']:.0f} GFLOP/s.", "",
+           "| config | GFLOP per step | numpy GFLOP/s | numpy / NumPy peak | torch GFLOP/s | torch / torch peak |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for config, r in res.items():
+        if any("error" in r[v] for v in ("numpy", "torch")):
+            continue
+        g = step_gflop(config)
+        rn, rt = g / r["numpy"]["median_s"], g / r["torch"]["median_s"]
+        out.append(f"| {config} | {g:.1f} | {rn:.0f} | {rn / peaks['numpy']:.2f} | {rt:.0f} | "
+                   f"{rt / peaks['torch']:.2f} |")
+    return "\n".join(out)
+
+
 def rss_markdown(res: dict[str, Any]) -> str:
     out = ["| config | numpy MiB | torch MiB | torch fused MiB | numpy / torch |", "|---|---:|---:|---:|---:|"]
     for config, r in res.items():
@@ -373,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         emit("Training step (forward, cross-entropy, backward, AdamW), seconds", train_markdown(results["train"]))
         emit("Peak RSS of the training step (VmHWM, each variant in a fresh process)",
              rss_markdown(results["train"]))
+        results["matmul_peak_gflops"] = matmul_peaks(args.repeats)
+        emit("Matmul efficiency of the training step (model FLOPs / step time, against the float32 matmul peak)",
+             efficiency_markdown(results["train"], results["matmul_peak_gflops"]))
     if "generate" in sections:
         gen = "quick" if args.quick else "124M"
         results["generate"] = _subprocess(["generate", gen, "--repeats", str(args.repeats)], 1800)

@@ -138,3 +138,24 @@ def test_loss_plot_tokens_axis_is_readable(tmp_path, monkeypatch):
     assert 2 <= len(labels) <= 7 and all(len(t.get_text()) <= 5 for t in labels), [t.get_text() for t in labels]
     boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
     assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+def test_matmul_threads_flag_sets_the_engine_way_and_gives_the_same_losses(data_file, tmp_path, capsys):
+    """--matmul-threads blas trains the same model as the default pool way, to float32 rounding."""
+    from tinytensor.kernels import matmul as kmatmul
+
+    losses = {}
+    try:
+        for way in ("pool", "blas"):
+            out = tmp_path / way
+            rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "3",
+                                 "--eval-interval", "3", "--matmul-threads", way, *TINY)
+            assert rc == 0, err
+            assert kmatmul.get_matmul_threading() == way
+            losses[way] = [json.loads(r)["train_loss"] for r in (out / "metrics.jsonl").read_text().splitlines()
+                           if "val_loss" not in json.loads(r)]
+    finally:
+        kmatmul.set_matmul_threading("pool")
+    assert len(losses["pool"]) == 3 and losses["pool"] == pytest.approx(losses["blas"], rel=1e-5)
+    rc, _, err = run_cli(capsys, "train", "--matmul-threads", "mkl")
+    assert rc == 2 and "invalid choice: 'mkl'" in err and err.count("\n") == 1

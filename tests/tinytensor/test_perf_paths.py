@@ -189,3 +189,50 @@ def test_softmax_row_blocks_equal_the_one_shot_kernel_bit_for_bit(nthreads, shap
     xt = x.transpose(2, 1, 0)
     np.testing.assert_array_equal(ksm.softmax_forward(xt), ksm.softmax_forward(np.ascontiguousarray(xt)))
 
+
+
+@pytest.fixture
+def matmul_mode():
+    before = kmatmul.get_matmul_threading()
+    yield kmatmul.set_matmul_threading
+    kmatmul.set_matmul_threading(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_ways_agree(matmul_mode, dtype):
+    """pool (the default), blas and auto against single-threaded BLAS, plain and transposed operands, 2-D and batched,
+    small and above the split threshold: equal to rounding, ≤ 1e-5 (float32) / 1e-13 (float64) relative to the
+    largest output (a row block or a threaded kernel may take another micro-kernel at its edge: the last bits can
+    differ), and each way repeats its own bits."""
+    rng = np.random.default_rng(5)
+    cases = [((m, k), (k, n)) for m in (1, 17, 300) for k in (8, 128, 700) for n in (3, 64, 513)]
+    cases += [((6, 33, 16), (6, 16, 40)), ((4, 128, 64), (4, 64, 128))]
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for sa, sb in cases:
+        a = rng.standard_normal(sa).astype(dtype)
+        for b in (rng.standard_normal(sb).astype(dtype),
+                  rng.standard_normal(sb[:-2] + sb[:-3:-1]).astype(dtype).swapaxes(-1, -2)):
+            with kmatmul.single_threaded_blas():
+                want = a @ b
+            for mode in ("pool", "blas", "auto"):
+                matmul_mode(mode)
+                outs = [kmatmul.matmul(a, b) for _ in range(3)]  # auto: both ways, then its pick
+                assert all(o.dtype == dtype and _rel(o, want) <= tol for o in outs), f"{mode} {sa} @ {b.shape}"
+                if mode != "auto":
+                    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_auto_matmul_runs_the_faster_way_and_re_times_the_slower(matmul_mode):
+    matmul_mode("auto")
+    c = 20
+    seconds = {0: 10e-9, 1: 1e-9}  # pool 10x slower than blas per multiply-add
+    first = []
+    for _ in range(4):  # both ways alternately until each has two timings (the first of each is dropped)
+        way = kmatmul._choose(c)
+        first.append(way)
+        kmatmul._record(c, way, seconds[way])
+    assert first == [0, 1, 0, 1]
+    picks = [kmatmul._choose(c) for _ in range(20 * kmatmul.EXPLORE)]
+    assert picks.count(0) == 2 and picks.count(1) == len(picks) - 2  # pool re-timed once per 10 * EXPLORE calls
+    with pytest.raises(ValueError, match="must be one of auto, pool, blas"):
+        kmatmul.set_matmul_threading("mkl")

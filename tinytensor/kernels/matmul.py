@@ -1,21 +1,32 @@
-"""Matrix products for the engine: single-threaded BLAS calls, split across tinytensor's own thread pool.
+"""Matrix products for the engine, three ways to use the cores (`set_matmul_threading`, env TINYTENSOR_MATMUL).
 
-Why not let OpenBLAS thread itself: it synchronises its threads several times inside every GEMM with spinning
-barriers, so on a machine whose cores are shared with other work one descheduled thread stalls the product; measured
-here with the 2 cores busy, causal attention forward+backward at GPT-2 shapes took 680-3000 ms with OpenBLAS's 2
-threads and 70 ms with 1. Splitting the product into independent row blocks (or batch entries), each a
-single-threaded GEMM on its own thread, needs one join per product and runs as fast on an idle machine.
-NumPy releases the GIL inside matmul, so the Python threads really run in parallel.
+- "pool" (the default): single-threaded BLAS calls, large products split into row blocks (or batch entries) across
+  tinytensor's own thread pool, one join per product. Robust when the cores are shared: OpenBLAS synchronises its
+  threads several times inside every GEMM with spinning barriers, so one descheduled thread stalls the product
+  (measured: causal attention forward+backward at GPT-2 shapes took 680-3000 ms with OpenBLAS's 2 threads on busy
+  cores and 70 ms single-threaded; two shakespeare-char training steps side by side on 2 cores, 44-46 ms/step this
+  way and 304 ms/step the "blas" way).
+- "blas": `a @ b` with OpenBLAS's own threads. Faster for the small products of small models on an idle machine
+  (2 cores, SkylakeX kernels: 768x128 @ 128x512 at 340-380 GFLOP/s against 160-200 split over the pool, whose
+  hand-off costs more than such a product; the shakespeare-char step 33 vs 39 ms), on par for large ones.
+- "auto": per size class (⌊log₂ multiply-adds⌋) an average of each way's seconds per multiply-add; the faster way
+  runs and the slower is re-timed once per EXPLORE·(its slowdown) calls, so outside load is noticed (two steps side
+  by side: 45-47 ms/step, as "pool"; alone: 32.5 ms, as "blas").
 
-`matmul(a, b)` is the plain `a @ b` in value (each output element is computed by the same BLAS kernel from the same
-operands), only scheduled differently; CuPy arrays go straight to `a @ b`.
+Every way computes the same sums up to the order BLAS's micro-kernels take at the edge of a block: results agree to
+float rounding (tests/tinytensor/test_perf_paths.py), and a way repeats its own bits for a given thread count, but
+the last bits can differ between ways. So "auto", whose choice depends on timings, is not bit-reproducible from run
+to run, and is not the default; "pool" and "blas" are. CuPy arrays go straight to `a @ b`.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import glob
+import math
 import os
+import time
+import warnings
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -64,7 +75,62 @@ def single_threaded_blas() -> Iterator[None]:
             put(before)
 
 
+MODES = ("auto", "pool", "blas")
+EXPLORE = 64  # the slower way is re-timed once per EXPLORE x (its slowdown) calls of a size class
+_mode = "pool"
+_stats: dict[int, list[float]] = {}  # size class -> [pool s/MAC, blas s/MAC, calls, pool timings, blas timings]
+
+
+def set_matmul_threading(mode: str) -> None:
+    """Choose how NumPy matrix products use the cores: "pool" (default), "blas" or "auto" (see the module text)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"matmul threading {mode!r} must be one of {', '.join(MODES)} (TINYTENSOR_MATMUL)")
+    _mode = mode
+    _stats.clear()
+
+
+def get_matmul_threading() -> str:
+    """The way matrix products use the cores: "auto", "pool" or "blas"."""
+    return _mode
+
+
+def _choose(size_class: int) -> int:
+    """0 (pool) or 1 (blas) for the next product of this size class: both ways alternately until each has two
+    timings, then the faster, with the slower re-timed once per EXPLORE·slowdown calls (at most 8·EXPLORE)."""
+    st = _stats.setdefault(size_class, [0.0, 0.0, 0, 0, 0])
+    st[2] += 1
+    if st[3] < 2 or st[4] < 2:
+        return 0 if st[3] <= st[4] else 1
+    best = 0 if st[0] <= st[1] else 1
+    interval = min(8 * EXPLORE, max(EXPLORE, int(EXPLORE * st[1 - best] / st[best])))
+    return 1 - best if st[2] % interval == 0 else best
+
+
+def _record(size_class: int, way: int, seconds_per_mac: float) -> None:
+    """Average a timing into its way's estimate; each way's first timing (thread start-up, cold caches) is dropped."""
+    st = _stats[size_class]
+    st[3 + way] += 1
+    if st[3 + way] > 1:
+        st[way] = seconds_per_mac if not st[way] else 0.75 * st[way] + 0.25 * seconds_per_mac
+
+
 def matmul(a: Any, b: Any) -> Any:
+    """a @ b (2-D, or batched): by the pool or by BLAS's own threads, as `set_matmul_threading` says."""
+    if _mode == "pool" or not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim < 2 or b.ndim < 2:
+        return _pool_matmul(a, b)
+    if _mode == "blas":
+        return a @ b
+    macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * int(np.prod(a.shape[:-2], dtype=np.int64))
+    size_class = int(math.log2(max(macs, 1)))
+    way = _choose(size_class)
+    t0 = time.perf_counter()
+    out = _pool_matmul(a, b) if way == 0 else a @ b
+    _record(size_class, way, (time.perf_counter() - t0) / max(macs, 1))
+    return out
+
+
+def _pool_matmul(a: Any, b: Any) -> Any:
     """a @ b (2-D, or batched with equal batch shapes), split into row blocks / batch entries across the pool."""
     if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim < 2 or b.ndim < 2:
         with single_threaded_blas():
@@ -100,4 +166,11 @@ def matmul(a: Any, b: Any) -> Any:
         return out
 
 
-__all__ = ["matmul", "single_threaded_blas", "PARALLEL_MACS", "PARALLEL_GEMV"]
+if os.environ.get("TINYTENSOR_MATMUL", "pool") in MODES:
+    set_matmul_threading(os.environ.get("TINYTENSOR_MATMUL", "pool"))
+else:
+    warnings.warn(f"TINYTENSOR_MATMUL={os.environ['TINYTENSOR_MATMUL']!r} is not one of {', '.join(MODES)}; "
+                  f"using pool", stacklevel=2)
+
+__all__ = ["matmul", "single_threaded_blas", "set_matmul_threading", "get_matmul_threading", "MODES", "EXPLORE",
+           "PARALLEL_MACS", "PARALLEL_GEMV"]
