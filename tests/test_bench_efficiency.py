@@ -25,3 +25,7 @@ def test_efficiency_table_divides_flops_by_time_and_peak():
     row = next(line for line in text.splitlines() if line.startswith("| tiny"))
     assert row == f"| tiny | {g:.1f} | 50 | 0.50 | 40 | 0.50 |"
     assert "| small" not in text  # a variant that failed has no row
+
+
+def test_efficiency_table_says_when_the_peak_worker_failed():
+    assert bench.efficiency_markdown({}, {"error": "exit 1: boom"}) == "matmul peak not measured: exit 1: boom"
