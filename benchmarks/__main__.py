@@ -53,9 +53,11 @@ def bench_ops(quick: bool, repeats: int) -> dict[str, Any]:
     import torch
 
     import tinytensor as tt
+    from tinytensor.malloc import tune_malloc
 
     from .ops import _cases
 
+    tune_malloc()  # as the numpy backend does for every model: freed activations stay in the heap
     b, t = (1, 128) if quick else (2, 256)
     rows = []
     for name, shape, arrays, ours, ref in _cases(np.random.default_rng(0), b, t):
