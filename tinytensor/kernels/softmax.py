@@ -21,15 +21,17 @@ from .threads import run_chunks
 BLOCK = 1 << 17  # elements per block of rows (512 KB of float32): measured best of 2^15..2^18 at 124M and small shapes
 
 
-def _row_blocks(fn, arrays: tuple, axis: int) -> bool:
-    """Run fn(*blocks) over blocks of whole rows of same-shape C-contiguous NumPy arrays (softmax along the last
-    axis), the blocks split over the thread pool; False (nothing run) where that layout does not hold. A row's
-    reductions are the same NumPy loops whichever block holds it, so results equal the one-shot kernel's bit for bit."""
-    a0 = arrays[0]
-    if not (isinstance(a0, np.ndarray) and a0.ndim >= 1 and axis in (-1, a0.ndim - 1) and a0.size >= 2 * BLOCK
-            and all(a.shape == a0.shape and a.flags.c_contiguous for a in arrays)):
-        return False
-    c = a0.shape[-1]
+def _blockable(a, axis: int) -> bool:
+    """A large C-contiguous NumPy array reduced along its last axis: worth splitting into blocks of whole rows."""
+    return (isinstance(a, np.ndarray) and a.ndim >= 1 and axis in (-1, a.ndim - 1) and a.size >= 2 * BLOCK
+            and a.flags.c_contiguous)
+
+
+def _row_blocks(fn, arrays: tuple) -> None:
+    """Run fn(*blocks) over blocks of whole rows of same-shape C-contiguous arrays, split over the thread pool. A
+    row's reductions are the same NumPy loops whichever block holds it, so results equal the one-shot kernel's bit
+    for bit."""
+    c = arrays[0].shape[-1]
     rows = tuple(a.reshape(-1, c) for a in arrays)
     per = max(1, BLOCK // max(c, 1))
 
@@ -37,8 +39,7 @@ def _row_blocks(fn, arrays: tuple, axis: int) -> bool:
         for r in range(lo, hi, per):
             fn(*(a[r:min(r + per, hi)] for a in rows))
 
-    run_chunks(work, rows[0].shape[0], a0.size, align=per)
-    return True
+    run_chunks(work, rows[0].shape[0], arrays[0].size, align=per)
 
 
 def _softmax_block(x, out) -> None:
@@ -56,10 +57,10 @@ def _softmax_backward_block(dout, out, dx) -> None:
 def softmax_forward(x, axis: int = -1):
     """e^(x − max) / Σ e^(x − max) along `axis` (large NumPy inputs by row blocks across the thread pool)."""
     xp = get_array_module(x)
-    if xp is np:
+    if _blockable(x, axis):
         out = np.empty_like(x)
-        if _row_blocks(_softmax_block, (x, out), axis):
-            return out
+        _row_blocks(_softmax_block, (x, out))
+        return out
     out = x - x.max(axis=axis, keepdims=True)
     xp.exp(out, out=out)  # in place: one (..., C) array in all
     out /= out.sum(axis=axis, keepdims=True)
@@ -68,10 +69,10 @@ def softmax_forward(x, axis: int = -1):
 
 def softmax_backward(dout, out, axis: int = -1):
     """dx = p ⊙ (dout − Σ_j dout_j p_j), p the forward output (the Jacobian diag(p) − p pᵀ applied to dout)."""
-    if isinstance(out, np.ndarray):
-        dx = np.empty_like(out)
-        if _row_blocks(_softmax_backward_block, (np.ascontiguousarray(dout), out, dx), axis):
-            return dx
+    if _blockable(out, axis) and isinstance(dout, np.ndarray) and dout.shape == out.shape:
+        dx = np.empty(out.shape, dtype=np.result_type(dout, out))
+        _row_blocks(_softmax_backward_block, (np.ascontiguousarray(dout), out, dx))
+        return dx
     dx = dout * out  # term 1: diag(p)·dout
     dx -= out * dx.sum(axis=axis, keepdims=True)  # term 2: −p (pᵀ dout)
     return dx
