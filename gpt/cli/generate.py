@@ -72,17 +72,24 @@ def add_generate_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_generate)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from gpt.generate import generate_stream
+def _load_decoder(args: argparse.Namespace, verb: str, if_classifier: str) -> tuple:
+    """(model, tokenizer, state) of --checkpoint for generating text, the sampling flags checked first; an encoder
+    or a classifier is refused with one line ("DIR is " + if_classifier)."""
     from gpt.training.finetune import load_finetuned
 
     _check_top_p(args)
-    B = make_backend(args)
-    model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
-    _refuse_encoder(state, args.checkpoint, "generate from")
+    model, tok, state = load_finetuned(args.checkpoint, make_backend(args), merge=True)
+    _refuse_encoder(state, args.checkpoint, verb)
     if _task(state) == "classify":
-        raise ValueError(f"{args.checkpoint} is a spam classifier (`finetune classify`), not a text generator; use "
-                         f"`{PROG} classify --checkpoint {args.checkpoint} --text TEXT`")
+        raise ValueError(f"{args.checkpoint} is {if_classifier}")
+    return model, tok, state
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from gpt.generate import generate_stream
+
+    model, tok, state = _load_decoder(args, "generate from", f"a spam classifier (`finetune classify`), not a text "
+                                      f"generator; use `{PROG} classify --checkpoint {args.checkpoint} --text TEXT`")
     ctx = model.cfg.context_length
     ids = prompt_ids(args.prompt, tok, ctx)
     eos = getattr(tok, "eos_token_id", None)   # a Hugging Face directory's tokenizer_config.json names it
@@ -117,14 +124,8 @@ def add_chat_command(sub: argparse._SubParsersAction) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from gpt.chat_format import model_chat_style
-    from gpt.training.finetune import load_finetuned
 
-    _check_top_p(args)
-    B = make_backend(args)
-    model, tok, state = load_finetuned(args.checkpoint, B, merge=True)
-    _refuse_encoder(state, args.checkpoint, "chat with")
-    if _task(state) == "classify":
-        raise ValueError(f"{args.checkpoint} is a classifier; chat needs a `finetune instruct` model")
+    model, tok, state = _load_decoder(args, "chat with", "a classifier; chat needs a `finetune instruct` model")
     # a Llama 3 / Qwen3 directory speaks its own chat format and keeps the conversation; a book model, Alpaca's
     style = model_chat_style(model, state)
     if _task(state) != "instruct" and style is None:
