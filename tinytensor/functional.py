@@ -21,6 +21,7 @@ from .kernels import flash_attention as _flash
 from .kernels import gelu as _gelu
 from .kernels import layer_norm as _ln
 from .kernels import matmul as _mm
+from .kernels import reduce as _reduce
 from .kernels import rms_norm as _rms
 from .kernels import rotary as _rope
 from .kernels import sigmoid as _sig
@@ -77,7 +78,7 @@ class Linear(Function):
         dw = _mm.matmul(g2.T, self.x.reshape(-1, self.x.shape[-1])) if pw.requires_grad else None  # (out, in)
         if len(self.parents) == 2:
             return dx, dw
-        return dx, dw, (g2.sum(axis=0) if self.parents[2].requires_grad else None)
+        return dx, dw, (_reduce.col_sum(g2) if self.parents[2].requires_grad else None)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -158,36 +158,48 @@ def test_linear_and_attention_with_pool_match_torch(two_threads, dtype):
         assert _rel(o.grad.data, r.grad.numpy()) <= tol
 
 
-@pytest.mark.parametrize("nthreads", [1, 2])
+def _softmax64(x):
+    """Row softmax in float64 NumPy, the reference for the kernels' values."""
+    e = np.exp(x.astype(np.float64) - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 50, 50), (3, 701), (900, 3), (7, 5, 1)])
-def test_softmax_row_blocks_equal_the_one_shot_kernel_bit_for_bit(nthreads, shape, monkeypatch):
-    """Row blocks (small here, so several per thread) give the one-shot formulas' bits, forward and backward."""
+def test_softmax_row_blocks_repeat_their_bits_at_any_thread_count(shape, monkeypatch):
+    """Row blocks (small here, so several per thread) give the same bits at 1 and 2 threads (a block's rows do not
+    depend on the thread count), and the one-shot kernel's values to rounding (the row sums are BLAS products whose
+    last bits depend on how many rows a call holds), forward and backward."""
     from tinytensor.kernels import softmax as ksm
 
-    monkeypatch.setattr(ksm, "BLOCK", 64)
     monkeypatch.setattr(threads, "MIN_PARALLEL", 1)
     before = threads.get_num_threads()
-    threads.set_num_threads(nthreads)
+    rng = np.random.default_rng(1)
     try:
-        rng = np.random.default_rng(1)
         for dtype in (np.float32, np.float64):
             x, g = (rng.standard_normal(shape).astype(dtype) * 4 for _ in range(2))
-            p = ksm.softmax_forward(x)
-            dx = ksm.softmax_backward(g, p)
-            ref = np.exp(x - x.max(-1, keepdims=True))
-            ref /= ref.sum(-1, keepdims=True)
-            dref = g * ref
-            dref -= ref * dref.sum(-1, keepdims=True)
-            assert p.dtype == dx.dtype == dtype
-            np.testing.assert_array_equal(p, ref)
-            np.testing.assert_array_equal(dx, dref)
+            tol = 1e-6 if dtype == np.float32 else 1e-14
+            monkeypatch.setattr(ksm, "BLOCK", 1 << 40)  # the one-shot kernel
+            ref = ksm.softmax_forward(x)
+            dref = ksm.softmax_backward(g, ref)
+            assert _rel(ref, _softmax64(x)) <= tol
+            monkeypatch.setattr(ksm, "BLOCK", 64)
+            runs = []
+            for n in (1, 2, 2):
+                threads.set_num_threads(n)
+                p = ksm.softmax_forward(x)
+                runs.append((p, ksm.softmax_backward(g, p)))
+            for p, dx in runs:
+                assert p.dtype == dx.dtype == dtype
+                np.testing.assert_array_equal(p, runs[0][0])
+                np.testing.assert_array_equal(dx, runs[0][1])
+            assert _rel(runs[0][0], ref) <= tol and _rel(runs[0][1], dref) <= 10 * tol
     finally:
         threads.set_num_threads(before)
     # not along the last axis, or not contiguous: the one-shot path, same values
     x = np.random.default_rng(2).standard_normal((6, 40, 3))
     np.testing.assert_allclose(ksm.softmax_forward(x, axis=1).sum(axis=1), 1.0, rtol=1e-15)
     xt = x.transpose(2, 1, 0)
-    np.testing.assert_array_equal(ksm.softmax_forward(xt), ksm.softmax_forward(np.ascontiguousarray(xt)))
+    assert _rel(ksm.softmax_forward(xt), ksm.softmax_forward(np.ascontiguousarray(xt))) <= 1e-15
 
 
 
@@ -236,3 +248,114 @@ def test_auto_matmul_runs_the_faster_way_and_re_times_the_slower(matmul_mode):
     assert picks.count(0) == 2 and picks.count(1) == len(picks) - 2  # pool re-timed once per 10 * EXPLORE calls
     with pytest.raises(ValueError, match="must be one of auto, pool, blas"):
         kmatmul.set_matmul_threading("mkl")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blas_row_and_column_sums_match_float64_sums(dtype):
+    """kernels/reduce.py: Σ over the last axis and over rows as products with ones, against float64 NumPy sums
+    (float64 ≤ 1e-14, float32 ≤ 1e-6 relative to the largest |sum| of absolute values); other arrays take sum."""
+    from tinytensor.kernels import reduce as kreduce
+
+    rng = np.random.default_rng(7)
+    tol = 1e-14 if dtype == np.float64 else 1e-6
+    for shape in [(768, 128), (3, 4, 64, 64), (5, 1), (1, 701), (9,)]:
+        x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+        want = x.astype(np.float64).sum(-1, keepdims=True)
+        scale = np.abs(x.astype(np.float64)).sum(-1).max()
+        got = kreduce.row_sum(x)
+        assert got.dtype == dtype and got.shape == want.shape
+        assert np.abs(got - want).max() <= tol * scale
+        mean = kreduce.row_mean(x)
+        assert mean.dtype == dtype and np.abs(mean - want / shape[-1]).max() <= tol * scale / shape[-1]
+        if x.ndim == 2:
+            col = kreduce.col_sum(x)
+            assert col.dtype == dtype and col.shape == (shape[1],)
+            assert np.abs(col - x.astype(np.float64).sum(0)).max() <= tol * np.abs(x.astype(np.float64)).sum(0).max()
+    # strided, integer and empty arrays take NumPy's sum: same values and dtypes as sum
+    xt = rng.standard_normal((40, 30)).astype(dtype).T
+    np.testing.assert_array_equal(kreduce.row_sum(xt), xt.sum(-1, keepdims=True))
+    ints = np.arange(12).reshape(3, 4)
+    assert kreduce.row_sum(ints).tolist() == [[6], [22], [38]] and kreduce.col_sum(ints).tolist() == [12, 15, 18, 21]
+    assert kreduce.row_sum(np.zeros((0, 5), dtype)).shape == (0, 1)
+    assert kreduce.row_sum(np.zeros((3, 0), dtype)).tolist() == [[0], [0], [0]]
+    # special values propagate as in a sum
+    special = np.array([[1, np.inf, 2], [np.nan, 1, 1], [np.inf, -np.inf, 0], [1e30, 1e30, -1e30]], dtype)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(kreduce.row_sum(special)[:3], special[:3].sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_causal_softmax_diagonal_shift_and_its_overflow_fallback(dtype):
+    """The fused causal attention shifts each row by its diagonal score: ordinary scores give torch's result, and
+    rows whose largest score lies far above the diagonal (here up to ~10^4 in float32's and float64's overflow range)
+    take the maximum instead: finite, and torch's to the same tolerance (float64 ≤ 1e-10, float32 ≤ 1e-5)."""
+    from tinytensor.kernels import attention as katt
+
+    rng = np.random.default_rng(11)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for spread in (1.0, 40.0, 3000.0):  # the last: scores of ±10^4, a diagonal far below the row maximum
+        q, k, v = (rng.standard_normal((2, 3, 9, 4)).astype(dtype) for _ in range(3))
+        q *= spread
+        out, saved = katt.attention_forward(q, k, v, is_causal=True)
+        want = torch.nn.functional.scaled_dot_product_attention(*(torch.tensor(a, dtype=torch.float64)
+                                                                  for a in (q, k, v)), is_causal=True).numpy()
+        assert np.isfinite(out).all() and np.isfinite(saved["probs"]).all()
+        assert _rel(out, want) <= tol, spread
+        np.testing.assert_allclose(saved["probs"].sum(-1), 1.0, rtol=10 * np.finfo(dtype).eps)
+    scores = np.array([[[0.0, -np.inf], [200.0, 0.0]]], dtype)  # row 2: 200 above its diagonal; e^200 is finite
+    p = katt._softmax_diagonal_shift(scores.copy())  # only in float64
+    if dtype == np.float32:
+        assert p is None  # the caller recomputes with the maximum
+    else:
+        np.testing.assert_allclose(p[0, 1], [1.0, np.exp(-200.0)], rtol=1e-15)
+
+
+def test_pool_chunks_concurrent_callers_errors_and_fork(two_threads):
+    """The pool's ranges cover [0, n) once on multiples of align, the caller's a little longer; a second thread
+    calling at the same time runs its kernel inline (same result); an error in a worker's range reaches the caller
+    and leaves the pool usable; a forked child (a DataLoader worker) gets a pool of its own."""
+    import multiprocessing
+    import threading as _threading
+
+    for n, k, align in [(768, 2, 1), (1000, 2, 64), (7, 2, 1), (100, 3, 1), (10, 4, 3), (2, 2, 1)]:
+        bounds = threads._bounds(n, k, align)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(lo % align == 0 and hi > lo for lo, hi in bounds) and len(bounds) <= k
+        assert bounds[0][1] - bounds[0][0] >= max(hi - lo for lo, hi in bounds[1:])
+    out = np.zeros((2, 100_000))
+
+    def fill(row):
+        def work(lo, hi):
+            out[row, lo:hi] += row + 1
+        threads.run_chunks(work, out.shape[1], 10**9)
+
+    callers = [_threading.Thread(target=fill, args=(r,)) for r in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    np.testing.assert_array_equal(out, [[1.0] * 100_000, [2.0] * 100_000])
+
+    def fail_in_worker(lo, hi):
+        if lo > 0:
+            raise ValueError("bad range")
+
+    with pytest.raises(ValueError, match="bad range"):
+        threads.run_chunks(fail_in_worker, 10, 10**9)
+    hits = np.zeros(10, dtype=int)
+    threads.run_chunks(lambda lo, hi: hits.__setitem__(slice(lo, hi), hits[lo:hi] + 1), 10, 10**9)
+    assert (hits == 1).all()
+    if "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply(_sum_in_pool, (1000,)) == 1000 * 999 // 2
+
+
+def _sum_in_pool(n: int) -> int:
+    """Σ range(n) computed in chunks on the pool (run in a forked child)."""
+    parts = np.zeros(n, dtype=np.int64)
+
+    def work(lo, hi):
+        parts[lo:hi] = np.arange(lo, hi)
+
+    threads.run_chunks(work, n, 10**9)
+    return int(parts.sum())

@@ -34,6 +34,7 @@ import numpy as np
 from ..tensor import get_array_module
 from .dropout import keep_scale
 from .matmul import matmul
+from .reduce import row_sum
 
 
 def causal_mask(tq: int, tk: int, xp) -> Any:
@@ -95,15 +96,10 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
         if np.broadcast_shapes(scores.shape, allowed.shape) != scores.shape:  # a mask with more batch axes
             scores = xp.array(xp.broadcast_to(scores, np.broadcast_shapes(scores.shape, allowed.shape)))
         xp.copyto(scores, -xp.inf, where=~allowed)  # mask fill in place
-    # stable softmax in place; a fully-masked row has max −inf: shift it by 0 instead so it stays all zeros
-    m = scores.max(axis=-1, keepdims=True)
-    xp.copyto(m, 0, where=m == -xp.inf)  # not m[mask] = 0: boolean-mask assignment syncs with the host on CuPy
-    scores -= m
-    xp.exp(scores, out=scores)
-    denom = scores.sum(axis=-1, keepdims=True)
-    xp.copyto(denom, 1, where=denom == 0)  # fully-masked rows: 0/1 = 0 rather than 0/0
-    scores /= denom
-    probs = scores  # P, (..., Tq, Tk)
+    diagonal = xp is np and is_causal and attn_mask is None and tq <= tk
+    probs = _softmax_diagonal_shift(scores) if diagonal else None
+    if probs is None:
+        probs = _softmax_max_shift(_causal_scores(q, k, s, gk, xp) if diagonal else scores, xp)
     pd = probs
     if dropout_keep is not None:
         pd = probs * (dropout_keep * probs.dtype.type(keep_scale(dropout_p)))  # P̃ = P ⊙ D / (1 − p)
@@ -111,6 +107,48 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p,
              "groups": (gk, gv)}
     return out, saved
+
+
+def _softmax_max_shift(scores, xp) -> Any:
+    """Row softmax of the masked scores in place, shifted by the row maximum; a fully-masked row has max −∞: it is
+    shifted by 0 instead, so it stays all zeros (and 0/1 = 0 rather than 0/0)."""
+    m = scores.max(axis=-1, keepdims=True)
+    xp.copyto(m, 0, where=m == -xp.inf)  # not m[mask] = 0: boolean-mask assignment syncs with the host on CuPy
+    scores -= m
+    xp.exp(scores, out=scores)
+    denom = row_sum(scores)
+    xp.copyto(denom, 1, where=denom == 0)
+    scores /= denom
+    return scores
+
+
+def _softmax_diagonal_shift(scores) -> Any:
+    """Row softmax of causally masked scores in place, shifted by each row's diagonal score S_ii instead of its
+    maximum; None (scores spent) if that overflows.
+
+    softmax(S) = softmax(S − c) for any c per row; the maximum is only the usual c that keeps e^(S − c) ≤ 1. Any c
+    with max_j S_ij − c below the exponent's overflow (88.7 in float32, 709 in float64) gives the same ratios to
+    rounding, and the diagonal is always allowed under the causal mask, so c = S_ii ≤ max makes the row's sum ≥ 1
+    and every term at least as large as with the maximum (no extra underflow). What it saves: NumPy's maximum over
+    rows of 64-256 scores costs 2-4x a whole pass (216 µs at (12, 4, 64, 64), float32). A row with a score more than
+    the overflow bound above its diagonal makes its sum infinite: then the caller recomputes with the maximum."""
+    c = np.diagonal(scores, axis1=-2, axis2=-1)[..., None].copy()  # (..., Tq, 1), copied: scores is overwritten
+    scores -= c
+    with np.errstate(over="ignore"):  # an overflow is caught below
+        np.exp(scores, out=scores)
+        denom = row_sum(scores)
+    if not np.isfinite(denom).all():
+        return None
+    scores /= denom
+    return scores
+
+
+def _causal_scores(q, k, s: float, gk: int, xp) -> Any:
+    """s·Q Kᵀ with the causal mask filled (the scores again, for the rare row that overflows the diagonal shift)."""
+    scores = grouped_matmul(q, k.swapaxes(-1, -2), gk)
+    scores *= s
+    xp.copyto(scores, -xp.inf, where=~causal_mask(q.shape[-2], k.shape[-2], xp))
+    return scores
 
 
 def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
@@ -125,7 +163,7 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     if drop is not None:
         dp *= drop  # dP = dP̃ ⊙ D / (1 − p)
     # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place
-    dp -= (dp * probs).sum(axis=-1, keepdims=True)
+    dp -= row_sum(dp * probs)
     dp *= probs
     ds = dp
     ds *= s  # fold the scale into dS once instead of into both dQ and dK

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import get_array_module
+from .reduce import row_sum
 from .threads import run_chunks
 
 
@@ -45,12 +46,12 @@ def _row_blocks(fn, arrays: tuple) -> None:
 def _softmax_block(x, out) -> None:
     np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
     np.exp(out, out=out)
-    out /= out.sum(axis=-1, keepdims=True)
+    out /= row_sum(out)
 
 
 def _softmax_backward_block(dout, out, dx) -> None:
     np.multiply(dout, out, out=dx)
-    s = dx.sum(axis=-1, keepdims=True)
+    s = row_sum(dx)
     dx -= out * s
 
 
@@ -63,7 +64,7 @@ def softmax_forward(x, axis: int = -1):
         return out
     out = x - x.max(axis=axis, keepdims=True)
     xp.exp(out, out=out)  # in place: one (..., C) array in all
-    out /= out.sum(axis=axis, keepdims=True)
+    out /= row_sum(out) if axis in (-1, x.ndim - 1) else out.sum(axis=axis, keepdims=True)
     return out
 
 
@@ -74,7 +75,7 @@ def softmax_backward(dout, out, axis: int = -1):
         _row_blocks(_softmax_backward_block, (np.ascontiguousarray(dout), out, dx))
         return dx
     dx = dout * out  # term 1: diag(p)·dout
-    dx -= out * dx.sum(axis=axis, keepdims=True)  # term 2: −p (pᵀ dout)
+    dx -= out * (row_sum(dx) if axis in (-1, out.ndim - 1) else dx.sum(axis=axis, keepdims=True))  # term 2: −p (pᵀ dout)
     return dx
 
 
@@ -110,7 +111,7 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, reduction: 
         xp.subtract(logits[lo:hi], logits[lo:hi].max(axis=1, keepdims=True), out=p)  # shifted logits x − m
         picked = p[r, safe[lo:hi]]  # x_t − m, read before exp overwrites the array
         xp.exp(p, out=p)
-        sums = p.sum(axis=1)
+        sums = row_sum(p)[:, 0]
         losses[lo:hi] = xp.log(sums) - picked  # log Σ e^(x − m) − (x_t − m)
         p /= sums[:, None]
 
