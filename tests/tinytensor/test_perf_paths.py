@@ -302,12 +302,12 @@ def test_causal_softmax_diagonal_shift_and_its_overflow_fallback(dtype):
         assert np.isfinite(out).all() and np.isfinite(saved["probs"]).all()
         assert _rel(out, want) <= tol, spread
         np.testing.assert_allclose(saved["probs"].sum(-1), 1.0, rtol=10 * np.finfo(dtype).eps)
-    scores = np.array([[[0.0, -np.inf], [200.0, 0.0]]], dtype)  # row 2: 200 above its diagonal; e^200 is finite
-    p = katt._softmax_diagonal_shift(scores.copy())  # only in float64
+    scores = np.array([[[0.0, -np.inf], [200.0, 0.0]]], dtype)  # row 2: 200 above its diagonal
+    p = katt._softmax_diagonal_shift(scores.copy())  # e^200 is finite only in float64
     if dtype == np.float32:
         assert p is None  # the caller recomputes with the maximum
     else:
-        np.testing.assert_allclose(p[0, 1], [1.0, np.exp(-200.0)], rtol=1e-15)
+        np.testing.assert_allclose(p[0], [[1.0, 0.0], [1.0, np.exp(-200.0)]], rtol=1e-14)
 
 
 def test_pool_chunks_concurrent_callers_errors_and_fork(two_threads):
@@ -359,3 +359,31 @@ def _sum_in_pool(n: int) -> int:
 
     threads.run_chunks(work, n, 10**9)
     return int(parts.sum())
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the nan rows, as torch's
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_first_element_shift_and_its_fallback(dtype):
+    """The standalone softmax shifts each row by its first element, or by its maximum where that overflows: rows
+    spread over 10^4, a masked (−inf) first element, fully masked rows, nan and +inf give torch's values (nan where
+    torch gives nan), one-shot and by row blocks (float64 ≤ 1e-10, float32 ≤ 1e-5)."""
+    from tinytensor.kernels import softmax as ksm
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 300)) * np.array([1, 5, 40, 3000, 1, 1])[:, None]
+    x[4, :7] = -np.inf
+    x[5, :] = -np.inf
+    x = x.astype(dtype)
+    bad = np.array([[1.0, np.nan, 2.0], [1.0, np.inf, 2.0], [np.inf, -np.inf, 0.0]], dtype)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for block in (1 << 40, 300):  # one-shot, then one row per block
+        ksm.BLOCK, before = block, ksm.BLOCK
+        try:
+            for a in (x, bad):
+                got = ksm.softmax_forward(a)
+                want = torch.softmax(torch.tensor(a, dtype=torch.float64), -1).numpy()
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+                ok = ~np.isnan(want)
+                assert np.abs(got[ok] - want[ok]).max(initial=0.0) <= tol
+        finally:
+            ksm.BLOCK = before

@@ -43,10 +43,26 @@ def _row_blocks(fn, arrays: tuple) -> None:
     run_chunks(work, rows[0].shape[0], arrays[0].size, align=per)
 
 
+def _shifted_exp_rows(x, out) -> Any:
+    """out = e^(x − c) along the last axis and its row sums, c the row's first element, or its maximum where that
+    overflows (a row spread over more than ~88 in float32, a nan or an infinity, a fully masked row).
+
+    Any shift gives the same softmax (the module text); the maximum is only the usual one. c = x_0 makes every row
+    sum ≥ 1 and every term at least as large as with the maximum, and skips NumPy's row maximum, which costs 2-4
+    whole passes over short rows (670 µs at (2, 12, 256, 256) float32 against 170 µs for a subtraction)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow and nan are caught below
+        np.subtract(x, x[..., :1], out=out)
+        np.exp(out, out=out)
+        sums = row_sum(out)
+    if not np.isfinite(sums).all():
+        np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
+        np.exp(out, out=out)
+        sums = row_sum(out)
+    return sums
+
+
 def _softmax_block(x, out) -> None:
-    np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
-    np.exp(out, out=out)
-    out /= row_sum(out)
+    out /= _shifted_exp_rows(x, out)
 
 
 def _softmax_backward_block(dout, out, dx) -> None:
@@ -62,9 +78,13 @@ def softmax_forward(x, axis: int = -1):
         out = np.empty_like(x)
         _row_blocks(_softmax_block, (x, out))
         return out
+    if xp is np and axis in (-1, x.ndim - 1) and x.size:  # not CuPy: the overflow check would wait for the device
+        out = np.empty_like(x)
+        out /= _shifted_exp_rows(x, out)
+        return out
     out = x - x.max(axis=axis, keepdims=True)
     xp.exp(out, out=out)  # in place: one (..., C) array in all
-    out /= row_sum(out) if axis in (-1, x.ndim - 1) else out.sum(axis=axis, keepdims=True)
+    out /= out.sum(axis=axis, keepdims=True)
     return out
 
 
