@@ -387,3 +387,23 @@ def test_softmax_first_element_shift_and_its_fallback(dtype):
                 assert np.abs(got[ok] - want[ok]).max(initial=0.0) <= tol
         finally:
             ksm.BLOCK = before
+
+
+def test_causal_bias_keeps_masked_nan_keys_out():
+    """The causal mask is added as 0 / −∞; a nan in a key that a query may not see (a future position) would turn
+    that row's sum into nan, and the fallback then masks by filling: the rows before it keep the values they have
+    with the key zeroed (to rounding: the fallback shifts by the maximum), the last row (which sees it) is nan."""
+    from tinytensor.kernels import attention as katt
+
+    rng = np.random.default_rng(13)
+    q, k, v = (rng.standard_normal((2, 3, 6, 4)) for _ in range(3))
+    k_nan, k_zero = k.copy(), k.copy()
+    k_nan[..., -1, :], k_zero[..., -1, :] = np.nan, 0.0
+    with np.errstate(invalid="ignore"):
+        out, _ = katt.attention_forward(q, k_nan, v, is_causal=True)
+    want, _ = katt.attention_forward(q, k_zero, v, is_causal=True)
+    assert _rel(out[..., :-1, :], want[..., :-1, :]) <= 1e-14  # the fallback's shift rounds differently
+    assert np.isnan(out[..., -1, :]).all()
+    assert katt._causal_bias(3, 5, np.float32).tolist() == [[0, -np.inf, -np.inf, -np.inf, -np.inf],
+                                                           [0, 0, -np.inf, -np.inf, -np.inf],
+                                                           [0, 0, 0, -np.inf, -np.inf]]

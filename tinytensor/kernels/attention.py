@@ -87,7 +87,9 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     scores = grouped_matmul(q, k.swapaxes(-1, -2), gk)  # (..., Tq, Tk)
     diagonal = xp is np and is_causal and attn_mask is None and tq <= tk
     scores *= s
-    allowed = causal_mask(tq, tk, xp) if is_causal else None
+    if diagonal:  # the mask as one add of 0 / −∞: 4x cheaper than a masked fill (a stray inf or nan among the
+        scores += _causal_bias(tq, tk, scores.dtype)  # masked scores makes a row's sum nan: the fallback refills)
+    allowed = causal_mask(tq, tk, xp) if is_causal and not diagonal else None
     if attn_mask is not None:
         if attn_mask.dtype == bool:
             allowed = attn_mask if allowed is None else allowed & attn_mask
@@ -107,6 +109,21 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p,
              "groups": (gk, gv)}
     return out, saved
+
+
+_BIAS: dict[tuple[int, int, Any], np.ndarray] = {}
+
+
+def _causal_bias(tq: int, tk: int, dtype: Any) -> np.ndarray:
+    """The causal mask as an additive (tq, tk) array, 0 where a query may attend and −∞ elsewhere (cached)."""
+    key = (tq, tk, np.dtype(dtype))
+    bias = _BIAS.get(key)
+    if bias is None:
+        if len(_BIAS) > 64:  # generation meets many lengths: keep the cache small
+            _BIAS.clear()
+        bias = _BIAS[key] = np.where(causal_mask(tq, tk, np), 0.0, -np.inf).astype(dtype)
+        bias.flags.writeable = False
+    return bias
 
 
 def _softmax_max_shift(scores, xp) -> Any:

@@ -33,7 +33,9 @@ import numpy as np
 
 from .threads import MIN_PARALLEL, get_num_threads, run_chunks
 
-PARALLEL_MACS = 1 << 23  # multiply-adds (~0.2 ms on one core) below which one thread does the whole product
+PARALLEL_MACS = 1 << 24  # multiply-adds (~0.17 ms on one core) below which one thread does the whole product:
+# split in two, 768x128 @ 128x128 (12.6M) took 169-179 µs against 123-144 whole, 768x128 @ 128x257 (25M) 228-304
+# against 253-279, 768x128 @ 128x384 (38M) 223-282 against 365-380 (2026-12-02)
 PARALLEL_GEMV = 1 << 22  # elements of b (16 MB of float32) below which a few-row product stays on one thread
 
 
