@@ -141,12 +141,12 @@ def test_loss_plot_tokens_axis_is_readable(tmp_path, monkeypatch):
 
 
 def test_matmul_threads_flag_sets_the_engine_way_and_gives_the_same_losses(data_file, tmp_path, capsys):
-    """--matmul-threads blas trains the same model as the default pool way, to float32 rounding."""
+    """--matmul-threads blas trains the same model as the pool way, to float32 rounding, and auto as pool, exactly."""
     from tinytensor.kernels import matmul as kmatmul
 
-    losses = {}
+    losses, before = {}, kmatmul.get_matmul_threading()
     try:
-        for way in ("pool", "blas"):
+        for way in ("pool", "blas", "auto"):
             out = tmp_path / way
             rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "3",
                                  "--eval-interval", "3", "--matmul-threads", way, *TINY)
@@ -155,7 +155,8 @@ def test_matmul_threads_flag_sets_the_engine_way_and_gives_the_same_losses(data_
             losses[way] = [json.loads(r)["train_loss"] for r in (out / "metrics.jsonl").read_text().splitlines()
                            if "val_loss" not in json.loads(r)]
     finally:
-        kmatmul.set_matmul_threading("pool")
+        kmatmul.set_matmul_threading(before)
     assert len(losses["pool"]) == 3 and losses["pool"] == pytest.approx(losses["blas"], rel=1e-5)
+    assert losses["auto"] == losses["pool"]
     rc, _, err = run_cli(capsys, "train", "--matmul-threads", "mkl")
     assert rc == 2 and "invalid choice: 'mkl'" in err and err.count("\n") == 1

@@ -57,10 +57,11 @@ def add_common_args(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     g.add_argument("--dtype", default="float32", help="float dtype: float32, float64; torch also bfloat16, float16")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's default)")
     g.add_argument("--matmul-threads", choices=("pool", "blas", "auto"), default=None,
-                   help="numpy backend: how matrix products use the cores: pool (default: single-threaded BLAS over "
-                        "tinytensor's threads, robust on shared cores), blas (OpenBLAS's own threads: faster for "
-                        "small models on an idle machine, much slower on busy cores), auto (picks by measured speed; "
-                        "not bit-reproducible); also env TINYTENSOR_MATMUL (tinytensor/kernels/matmul.py)")
+                   help="numpy backend: how matrix products use the cores: auto (default: the faster of the two "
+                        "below by measured speed, only where both give the same bits), pool (single-threaded BLAS "
+                        "over tinytensor's threads, robust on shared cores), blas (OpenBLAS's own threads: faster "
+                        "for small models on an idle machine, much slower on busy cores); also env "
+                        "TINYTENSOR_MATMUL (tinytensor/kernels/matmul.py)")
     if seed:
         g.add_argument("--seed", type=int, default=None, help="random seed (data order, dropout, sampling)")
 

@@ -1,22 +1,27 @@
 """Matrix products for the engine, three ways to use the cores (`set_matmul_threading`, env TINYTENSOR_MATMUL).
 
-- "pool" (the default): single-threaded BLAS calls, large products split into row blocks (or batch entries) across
-  tinytensor's own thread pool, one join per product. Robust when the cores are shared: OpenBLAS synchronises its
-  threads several times inside every GEMM with spinning barriers, so one descheduled thread stalls the product
-  (measured: causal attention forward+backward at GPT-2 shapes took 680-3000 ms with OpenBLAS's 2 threads on busy
-  cores and 70 ms single-threaded; two shakespeare-char training steps side by side on 2 cores, 44-46 ms/step this
-  way and 304 ms/step the "blas" way).
-- "blas": `a @ b` with OpenBLAS's own threads. Faster for the small products of small models on an idle machine
-  (2 cores, SkylakeX kernels: 768x128 @ 128x512 at 340-380 GFLOP/s against 160-200 split over the pool, whose
-  hand-off costs more than such a product; the shakespeare-char step 33 vs 39 ms), on par for large ones.
-- "auto": per size class (⌊log₂ multiply-adds⌋) an average of each way's seconds per multiply-add; the faster way
-  runs and the slower is re-timed once per EXPLORE·(its slowdown) calls, so outside load is noticed (two steps side
-  by side: 45-47 ms/step, as "pool"; alone: 32.5 ms, as "blas").
+- "pool": single-threaded BLAS calls, large products split into row blocks (or batch entries) across tinytensor's
+  own thread pool, one join per product. Robust when the cores are shared: OpenBLAS synchronises its threads
+  several times inside every GEMM with spinning barriers, so one descheduled thread stalls the product (measured:
+  causal attention forward+backward at GPT-2 shapes took 680-3000 ms with OpenBLAS's 2 threads on busy cores and
+  70 ms single-threaded; two shakespeare-char training steps side by side on 2 cores, 44-46 ms/step this way and
+  304 ms/step the "blas" way). The price on an idle machine is the hand-off: the OS takes ~30 µs to wake the
+  worker (this VM's idle vCPUs halt at once, guest_halt_poll_ns = 0) and ~40 µs to wake the caller.
+- "blas": `a @ b` with OpenBLAS's own threads, which spin instead of sleeping. Faster for the small products of
+  small models on an idle machine (2 cores, SkylakeX kernels: 768x128 @ 128x512 at 340-380 GFLOP/s against 250-290
+  split over the pool; the recipe's step 28.0 vs 30.5 ms), on par for large ones; collapses on busy cores.
+- "auto" (the default): per size class (⌊log₂ multiply-adds⌋) an average of each way's seconds per multiply-add;
+  the faster way runs and the slower is re-timed once per max(EXPLORE, 100·(slowdown − 1)) calls (at most
+  64·EXPLORE), so outside load is noticed at a cost of ~1% of that class's time. Alone: as fast as "blas" (the
+  recipe's step 28.4 ms); two recipe steps side by side: 40-45 ms/step, near "pool" (40), where "blas" took 86-457.
 
-Every way computes the same sums up to the order BLAS's micro-kernels take at the edge of a block: results agree to
-float rounding (tests/tinytensor/test_perf_paths.py), and a way repeats its own bits for a given thread count, but
-the last bits can differ between ways. So "auto", whose choice depends on timings, is not bit-reproducible from run
-to run, and is not the default; "pool" and "blas" are. CuPy arrays go straight to `a @ b`.
+Every way computes the same sums up to the order BLAS's micro-kernels take: the ways agree to float rounding
+(tests/tinytensor/test_perf_paths.py), each repeats its own bits for a given thread count, and for many shapes
+(all of the small models' 2-D products here) they give the same bits. "auto" only chooses where they do: it runs a
+product of a new shape and layout once both ways on random operands (`ways_agree`) and leaves the product to the
+pool unless the bits are equal, so its results are the pool's, bit for bit, whatever it picks, and a run repeats
+itself and resumes exactly. Batched operands with other strides (attention's heads) and products above
+AUTO_MAX_MACS stay with the pool. CuPy arrays go straight to `a @ b`.
 """
 from __future__ import annotations
 
@@ -80,17 +85,18 @@ def single_threaded_blas() -> Iterator[None]:
 
 MODES = ("auto", "pool", "blas")
 EXPLORE = 64  # the slower way is re-timed once per EXPLORE x (its slowdown) calls of a size class
-_mode = "pool"
+_mode = "auto"
 _stats: dict[int, list[float]] = {}  # size class -> [pool s/MAC, blas s/MAC, calls, pool timings, blas timings]
 
 
 def set_matmul_threading(mode: str) -> None:
-    """Choose how NumPy matrix products use the cores: "pool" (default), "blas" or "auto" (see the module text)."""
+    """Choose how NumPy matrix products use the cores: "auto" (default), "pool" or "blas" (see the module text)."""
     global _mode
     if mode not in MODES:
         raise ValueError(f"matmul threading {mode!r} must be one of {', '.join(MODES)} (TINYTENSOR_MATMUL)")
     _mode = mode
     _stats.clear()
+    _AGREE.clear()
 
 
 def get_matmul_threading() -> str:
@@ -100,13 +106,14 @@ def get_matmul_threading() -> str:
 
 def _choose(size_class: int) -> int:
     """0 (pool) or 1 (blas) for the next product of this size class: both ways alternately until each has two
-    timings, then the faster, with the slower re-timed once per EXPLORE·slowdown calls (at most 8·EXPLORE)."""
+    timings, then the faster, with the slower re-timed once per max(EXPLORE, 100·(slowdown − 1)) calls (at most
+    64·EXPLORE): each re-timing costs (slowdown − 1) products' worth, so exploring costs ~1% of the class's time."""
     st = _stats.setdefault(size_class, [0.0, 0.0, 0, 0, 0])
     st[2] += 1
     if st[3] < 2 or st[4] < 2:
         return 0 if st[3] <= st[4] else 1
     best = 0 if st[0] <= st[1] else 1
-    interval = min(8 * EXPLORE, max(EXPLORE, int(EXPLORE * st[1 - best] / st[best])))
+    interval = min(64 * EXPLORE, max(EXPLORE, int(100 * (st[1 - best] / st[best] - 1))))
     return 1 - best if st[2] % interval == 0 else best
 
 
@@ -118,6 +125,42 @@ def _record(size_class: int, way: int, seconds_per_mac: float) -> None:
         st[way] = seconds_per_mac if not st[way] else 0.75 * st[way] + 0.25 * seconds_per_mac
 
 
+AUTO_MAX_MACS = 1 << 27  # "auto" leaves larger products to the pool (on par there; a probe would cost ~1 ms+)
+_AGREE: dict[tuple, bool] = {}  # (shapes, layouts, dtypes, thread counts) -> do the two ways give the same bits?
+_PROBE = np.random.default_rng(20261202)
+
+
+def _layout(x: np.ndarray) -> str | None:
+    """'C' for a C-contiguous array, 'T' for the transposed view of one (a weight's .T), None for other strides."""
+    if x.flags.c_contiguous:
+        return "C"
+    return "T" if x.swapaxes(-1, -2).flags.c_contiguous else None
+
+
+def _probe_array(x: np.ndarray, layout: str) -> np.ndarray:
+    """Random values with x's shape, dtype and layout."""
+    if layout == "C":
+        return _PROBE.standard_normal(x.shape).astype(x.dtype)
+    return _PROBE.standard_normal(x.swapaxes(-1, -2).shape).astype(x.dtype).swapaxes(-1, -2)
+
+
+def ways_agree(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the pool and BLAS's threads compute a @ b with the same operations in the same order, so the same
+    bits: checked once per shapes, layouts, dtypes and thread counts on random operands (two different orders of
+    the additions give equal results over a whole random product with negligible probability), then cached."""
+    la, lb = _layout(a), _layout(b)
+    if la is None or lb is None or _BLAS is None:
+        return False
+    key = (a.shape, b.shape, la, lb, a.dtype.str, b.dtype.str, _BLAS[0](), get_num_threads())
+    agree = _AGREE.get(key)
+    if agree is None:
+        if len(_AGREE) > 1024:  # generation meets many lengths: keep the cache small
+            _AGREE.clear()
+        pa, pb = _probe_array(a, la), _probe_array(b, lb)
+        agree = _AGREE[key] = bool(np.array_equal(_pool_matmul(pa, pb), pa @ pb))
+    return agree
+
+
 def matmul(a: Any, b: Any) -> Any:
     """a @ b (2-D, or batched): by the pool or by BLAS's own threads, as `set_matmul_threading` says."""
     if _mode == "pool" or not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim < 2 or b.ndim < 2:
@@ -125,6 +168,8 @@ def matmul(a: Any, b: Any) -> Any:
     if _mode == "blas":
         return a @ b
     macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * math.prod(a.shape[:-2])
+    if macs > AUTO_MAX_MACS or not ways_agree(a, b):  # a choice that could change the bits is never made
+        return _pool_matmul(a, b)
     size_class = int(math.log2(max(macs, 1)))
     way = _choose(size_class)
     t0 = time.perf_counter()
@@ -169,11 +214,11 @@ def _pool_matmul(a: Any, b: Any) -> Any:
         return out
 
 
-if os.environ.get("TINYTENSOR_MATMUL", "pool") in MODES:
-    set_matmul_threading(os.environ.get("TINYTENSOR_MATMUL", "pool"))
+if os.environ.get("TINYTENSOR_MATMUL", "auto") in MODES:
+    set_matmul_threading(os.environ.get("TINYTENSOR_MATMUL", "auto"))
 else:
     warnings.warn(f"TINYTENSOR_MATMUL={os.environ['TINYTENSOR_MATMUL']!r} is not one of {', '.join(MODES)}; "
-                  f"using pool", stacklevel=2)
+                  f"using auto", stacklevel=2)
 
-__all__ = ["matmul", "single_threaded_blas", "set_matmul_threading", "get_matmul_threading", "MODES", "EXPLORE",
-           "PARALLEL_MACS", "PARALLEL_GEMV"]
+__all__ = ["matmul", "single_threaded_blas", "set_matmul_threading", "get_matmul_threading", "ways_agree", "MODES",
+           "EXPLORE", "AUTO_MAX_MACS", "PARALLEL_MACS", "PARALLEL_GEMV"]
