@@ -102,10 +102,10 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     probs = _softmax_diagonal_shift(scores) if diagonal else None
     if probs is None:
         probs = _softmax_max_shift(_causal_scores(q, k, s, gk, xp) if diagonal else scores, xp)
-    pd = probs
-    if dropout_keep is not None:
-        pd = probs * (dropout_keep * probs.dtype.type(keep_scale(dropout_p)))  # P̃ = P ⊙ D / (1 − p)
+    pd = probs if dropout_keep is None else probs * dropout_keep  # P ⊙ D (the boolean mask cast in the loop)
     out = grouped_matmul(pd, v, gv)  # (..., Tq, hv)
+    if dropout_keep is not None:
+        out *= keep_scale(dropout_p)  # O = P̃ V with P̃ = P ⊙ D / (1 − p): the scale on the smaller array
     saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p,
              "groups": (gk, gv)}
     return out, saved
@@ -175,17 +175,19 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     the autograd engine sums them back to each input's shape)."""
     q, k, v, probs, s, keep = saved["q"], saved["k"], saved["v"], saved["probs"], saved["scale"], saved["keep"]
     gk, gv = saved["groups"]  # query heads per key / value head (1 without GQA)
-    drop = None if keep is None else keep * probs.dtype.type(keep_scale(saved["p"]))  # D / (1 − p)
-    pd = probs if drop is None else probs * drop  # P̃
+    c = 1.0 if keep is None else keep_scale(saved["p"])  # 1 / (1 − p)
+    pd = probs if keep is None else probs * keep  # P ⊙ D = (1 − p)·P̃, recomputed from the saved boolean mask
     dv = grouped_matmul_tn(pd, dout, gv)  # dV = P̃ᵀ dO (GQA: summed over each group's query heads)
+    if keep is not None:
+        dv *= c
     dp = grouped_matmul(dout, v.swapaxes(-1, -2), gv)  # dP̃ = dO Vᵀ
-    if drop is not None:
-        dp *= drop  # dP = dP̃ ⊙ D / (1 − p)
-    # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place
+    if keep is not None:
+        dp *= keep  # dP = dP̃ ⊙ D / (1 − p), its factor c left for the scale below
+    # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place; linear in dP, so c can come last
     dp -= row_sum(dp * probs)
     dp *= probs
     ds = dp
-    ds *= s  # fold the scale into dS once instead of into both dQ and dK
+    ds *= s * c  # fold the scales into dS once instead of into both dQ and dK
     dq = grouped_matmul(ds, k, gk)  # dQ = s·dS K
     dk = grouped_matmul_tn(ds, q, gk)  # dK = s·dSᵀ Q (GQA: summed over each group's query heads)
     return dq, dk, dv
