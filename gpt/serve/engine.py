@@ -172,6 +172,8 @@ class Engine:
             self._accept(row, row.choose(logits))
             if not request.cancelled:
                 admitted.append((row, cache))
+            else:  # done at its first token, or its client left while it was admitted: report it once either way
+                self._finish(request, "cancelled")  # (a no-op for one that finished itself)
         self._merge(admitted)
         self._retire()
         if not self._rows:

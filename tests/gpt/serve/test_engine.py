@@ -68,6 +68,25 @@ def test_batched_rows_equal_one_at_a_time_decoding_with_joins_and_leaves(model):
         assert events[-1][1] == expected
 
 
+def test_a_request_cancelled_while_it_is_admitted_is_reported_once(model):
+    """Its client leaves between its first token and the step's end (the emit callback cancels it here): it never
+    joins the batch, and it is finished as cancelled, once, so it is not lost from the counts or left waiting."""
+    engine = Engine(model, max_batch=4)
+    events = []
+
+    def emit(kind, value):
+        events.append((kind, value))
+        if kind == "token":
+            req.cancel()
+
+    req = GenerationRequest([1, 2, 3], 10, emit)
+    engine._step([req])
+    assert events[-1] == ("done", "cancelled") and [k for k, _ in events] == ["token", "done"]
+    assert engine._rows == [] and engine.stats()["cancelled"] == 1 and engine.stats()["finished"] == 1
+    engine._step([])
+    assert engine.stats()["finished"] == 1 and len(events) == 2
+
+
 def test_per_row_cache_matches_an_uncached_forward(model):
     """Two rows of lengths 3 and 7 in one cache: the next token's logits equal each row's full forward."""
     B = model.B

@@ -134,6 +134,7 @@ def test_a_refused_request_shows_the_servers_error(page):
     from selenium.webdriver.common.by import By
 
     driver, _ = page
+    driver.find_element(By.ID, "clear").click()  # alone: the earlier tests' conversation may not fit the context
     el = driver.find_element(By.ID, "max-tokens")
     el.clear()
     el.send_keys("100000")
