@@ -344,6 +344,14 @@ def run_recipe(text: str | None, quick: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- driver
+def _matmul_way() -> str:
+    """The engine's way of threading matrix products, in words, as the subprocesses will see it (TINYTENSOR_MATMUL)."""
+    way = os.environ.get("TINYTENSOR_MATMUL", "auto")
+    return {"auto": "auto (the faster of BLAS's threads and its own pool, where both give the same bits)",
+            "pool": "pool (single-threaded BLAS split over its own pool)",
+            "blas": "blas (OpenBLAS's own threads)"}.get(way, way)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections, print markdown, write results/<out>.json and results/<out>.md."""
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
@@ -395,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
               f"- {meta['date']}, {'quick' if args.quick else 'full'} run, medians of {args.repeats} interleaved "
               f"repeats after warm-up; load average at start {meta['load_avg_start']} on {meta['cpus']} CPUs",
               f"- NumPy {np.__version__}; BLAS: {'; '.join(meta['blas'])}; {env_note}",
-              f"- torch intra-op threads: {meta['torch_threads']}; tinytensor calls BLAS single-threaded and splits "
-              f"large products over its own pool of {get_num_threads()} threads", ""]
+              f"- torch intra-op threads: {meta['torch_threads']}; tinytensor's matrix products: "
+              f"{_matmul_way()} (tinytensor/kernels/matmul.py), elementwise kernels on its pool of "
+              f"{get_num_threads()} threads", ""]
     print("\n".join(header), flush=True)
     results: dict[str, Any] = {"meta": meta}
     parts = list(header)

@@ -79,13 +79,17 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+SETTLE_S = 0.15  # OpenBLAS's idle threads spin ~0.1 s (2^28 cycles) after their last product before they sleep
+
+
 def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, settle: bool = False,
                         ) -> dict[str, dict[str, Any]]:
     """Time each fn `repeats` times, round-robin (A B C A B C ...) after `warmup` rounds; per name the median
     seconds, the min and every time. Interleaving spreads a burst of outside load over all contenders.
 
-    settle: one untimed call before each timed one, so the other library's idle threads (which spin for a while
-    after their last task) have gone quiet when the clock starts."""
+    settle: a pause of SETTLE_S and one untimed call before each timed one, so the other library's idle threads
+    (which spin for a while after their last task, taking a core from this one: torch's causal attention forward
+    measured 6.4 ms instead of 2.5 right after our products had used OpenBLAS's threads) have gone quiet."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -93,6 +97,7 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, warmup:
     for _ in range(repeats):
         for name, fn in fns.items():
             if settle:
+                time.sleep(SETTLE_S)
                 fn()
             t0 = time.perf_counter()
             fn()

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.common import clean_env_reexec
+from benchmarks.common import SETTLE_S, clean_env_reexec
 
 
 
@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name, shape, arrays, ours, ref in _cases(np.random.default_rng(0)):
+        time.sleep(SETTLE_S)  # the other library's idle threads stop spinning first (benchmarks/common.py)
         of, ofb = _timings(arrays, ours, "ours", args.repeats, args.warmup)
+        time.sleep(SETTLE_S)
         tf, tfb = _timings(arrays, ref, "torch", args.repeats, args.warmup)
         rows.append(dict(op=name, shape=shape, ours_fwd_ms=of, torch_fwd_ms=tf, ours_fwd_bwd_ms=ofb,
                          torch_fwd_bwd_ms=tfb, ratio_fwd=of / tf, ratio_fwd_bwd=ofb / tfb))
