@@ -35,6 +35,7 @@ from ..tensor import get_array_module
 from .dropout import keep_scale
 from .matmul import matmul
 from .reduce import row_sum
+from .softmax import exp_shifted_rows
 
 
 def causal_mask(tq: int, tk: int, xp) -> Any:
@@ -152,11 +153,8 @@ def _softmax_diagonal_shift(scores) -> Any:
     (Base-2 exponentials were tried: NumPy's float32 exp2 is faster than exp on small arrays but 2x slower on a
     (2, 12, 256, 256) one and 5x on the masked −∞ half, so e stays.)"""
     c = np.diagonal(scores, axis1=-2, axis2=-1)[..., None].copy()  # (..., Tq, 1), copied: scores is overwritten
-    scores -= c
-    with np.errstate(over="ignore"):  # an overflow is caught below
-        np.exp(scores, out=scores)
-        denom = row_sum(scores)
-    if not np.isfinite(denom).all():
+    denom = exp_shifted_rows(scores, c, scores)
+    if denom is None:
         return None
     scores /= denom
     return scores

@@ -29,9 +29,9 @@ def _blockable(a, axis: int) -> bool:
 
 
 def _row_blocks(fn, arrays: tuple) -> None:
-    """Run fn(*blocks) over blocks of whole rows of same-shape C-contiguous arrays, split over the thread pool. A
-    row's reductions are the same NumPy loops whichever block holds it, so results equal the one-shot kernel's bit
-    for bit."""
+    """Run fn(*blocks) over blocks of whole rows of same-shape C-contiguous arrays, split over the thread pool. The
+    blocks depend on the shape only, not on the thread count, so results repeat bit for bit at any thread count
+    (they equal the one-shot kernel's to rounding: a BLAS row sum's last bits depend on the rows in its call)."""
     c = arrays[0].shape[-1]
     rows = tuple(a.reshape(-1, c) for a in arrays)
     per = max(1, BLOCK // max(c, 1))
@@ -43,18 +43,26 @@ def _row_blocks(fn, arrays: tuple) -> None:
     run_chunks(work, rows[0].shape[0], arrays[0].size, align=per)
 
 
-def _shifted_exp_rows(x, out) -> Any:
-    """out = e^(x − c) along the last axis and its row sums, c the row's first element, or its maximum where that
-    overflows (a row spread over more than ~88 in float32, a nan or an infinity, a fully masked row).
+def exp_shifted_rows(x, c, out) -> Any:
+    """out = e^(x − c) for NumPy rows (c (..., 1), `out` may be x) and its row sums (..., 1); None where a sum is
+    not finite (a row spread beyond the exponent's range above c, a nan, an infinity): then shift by the maximum.
 
-    Any shift gives the same softmax (the module text); the maximum is only the usual one. c = x_0 makes every row
-    sum ≥ 1 and every term at least as large as with the maximum, and skips NumPy's row maximum, which costs 2-4
-    whole passes over short rows (670 µs at (2, 12, 256, 256) float32 against 170 µs for a subtraction)."""
+    Any shift gives the same softmax (the module text); the maximum is only the usual one. An element of the row
+    as c makes every row sum ≥ 1 and every term at least as large as with the maximum, and skips NumPy's row
+    maximum, which costs 2-4 whole passes over short rows (670 µs at (2, 12, 256, 256) float32 against 170 µs for
+    a subtraction)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow and nan are caught below
-        np.subtract(x, x[..., :1], out=out)
+        np.subtract(x, c, out=out)
         np.exp(out, out=out)
         sums = row_sum(out)
-    if not np.isfinite(sums).all():
+    return sums if np.isfinite(sums).all() else None
+
+
+def _shifted_exp_rows(x, out) -> Any:
+    """out = e^(x − c) along the last axis and its row sums, c the row's first element, or its maximum where that
+    overflows."""
+    sums = exp_shifted_rows(x, x[..., :1], out)
+    if sums is None:
         np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
         np.exp(out, out=out)
         sums = row_sum(out)
@@ -72,7 +80,8 @@ def _softmax_backward_block(dout, out, dx) -> None:
 
 
 def softmax_forward(x, axis: int = -1):
-    """e^(x − max) / Σ e^(x − max) along `axis` (large NumPy inputs by row blocks across the thread pool)."""
+    """e^(x − c) / Σ e^(x − c) along `axis`, c the row's first element or its maximum (NumPy, last axis; else the
+    maximum), large NumPy inputs by row blocks across the thread pool."""
     xp = get_array_module(x)
     if _blockable(x, axis):
         out = np.empty_like(x)
