@@ -21,6 +21,7 @@ from .kernels import flash_attention as _flash
 from .kernels import gelu as _gelu
 from .kernels import layer_norm as _ln
 from .kernels import matmul as _mm
+from .kernels import native as _native
 from .kernels import reduce as _reduce
 from .kernels import rms_norm as _rms
 from .kernels import rotary as _rope
@@ -155,11 +156,12 @@ class LayerNorm(Function):
         w = wb[0] if has_weight else None
         b = wb[-1] if has_bias else None
         self.x, self.w, self.has = x, w, (has_weight, has_bias)
-        out, self.mean, self.rstd = _ln.layer_norm_forward(x, w, b, eps)
+        self.k = _native if _native.usable(x, w, b) else _ln  # the C pair where built (kernels/native.py)
+        out, self.mean, self.rstd = self.k.layer_norm_forward(x, w, b, eps)
         return out
 
     def backward(self, g):
-        dx, dw, db = _ln.layer_norm_backward(g, self.x, self.w, self.mean, self.rstd)
+        dx, dw, db = self.k.layer_norm_backward(g, self.x, self.w, self.mean, self.rstd)
         return (dx,) + ((dw,) if self.has[0] else ()) + ((db,) if self.has[1] else ())
 
 
@@ -288,8 +290,15 @@ class GELU(Function):
     """GELU, exact (erf) or tanh-approximated; the math is in kernels/gelu.py."""
 
     def forward(self, x, approximate):
-        self.x, self.tanh, self.th, self.deriv = x, approximate == "tanh", None, None
-        if isinstance(x, np.ndarray):  # the fast in-place pairs; CuPy keeps the reference ones
+        self.x, self.tanh, self.th, self.deriv, self.native = x, approximate == "tanh", None, None, False
+        if _native.usable(x):  # the C pair where built (kernels/native.py)
+            self.native = True
+            if self.tanh:
+                return _native.gelu_tanh_forward(x)
+            out, self.deriv = _native.gelu_erf_forward(x)
+            self.x = None  # backward needs only the derivative
+            return out
+        if isinstance(x, np.ndarray):  # the fast in-place NumPy pairs; CuPy keeps the reference ones
             if self.tanh:
                 out, self.th = _gelu.gelu_tanh_forward_inplace(x)
             else:
@@ -298,6 +307,10 @@ class GELU(Function):
         return _gelu.gelu_tanh_forward(x) if self.tanh else _gelu.gelu_erf_forward(x)
 
     def backward(self, g):
+        if self.native:
+            if self.tanh:
+                return (_native.gelu_tanh_backward(g, self.x),)
+            return (_native.gelu_erf_backward(g, self.deriv),)
         if self.th is not None:
             return (_gelu.gelu_tanh_backward_inplace(g, self.x, self.th),)
         if self.deriv is not None:
@@ -323,10 +336,13 @@ class Softmax(Function):
 
     def forward(self, x, dim):
         self.dim = dim
-        self.out = _sm.softmax_forward(x, dim)
+        self.native = dim == x.ndim - 1 and _native.usable(x)  # the C pair over rows (kernels/native.py)
+        self.out = _native.softmax_forward(x) if self.native else _sm.softmax_forward(x, dim)
         return self.out
 
     def backward(self, g):
+        if self.native and _native.usable(g, self.out):
+            return (_native.softmax_backward(g, self.out),)
         return (_sm.softmax_backward(g, self.out, self.dim),)
 
 

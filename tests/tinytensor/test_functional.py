@@ -85,7 +85,7 @@ NAMES = [c[0] for c in CASES]
 
 @pytest.mark.parametrize("name,torch_fn,ours_fn,inputs", CASES, ids=NAMES)
 @pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
-def test_fused_vs_torch(name, torch_fn, ours_fn, inputs, dtype, rtol):
+def test_fused_vs_torch(name, torch_fn, ours_fn, inputs, dtype, rtol, kernels):
     check_op(torch_fn, ours_fn, inputs, rtol=rtol, dtype=dtype)
 
 
@@ -93,7 +93,7 @@ FD_CASES = [c for c in CASES if c[0] != "cross_entropy_all_ignored_nan"]  # that
 
 
 @pytest.mark.parametrize("name,torch_fn,ours_fn,inputs", FD_CASES, ids=[c[0] for c in FD_CASES])
-def test_fused_finite_differences(name, torch_fn, ours_fn, inputs):
+def test_fused_finite_differences(name, torch_fn, ours_fn, inputs, kernels):
     arrays = _make_inputs(inputs, np.float64, seed=5)
     gradcheck(ours_fn, [tt.Tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays])
 
@@ -178,7 +178,7 @@ def test_fully_masked_attention_row_gives_zeros():
     assert np.all(q.grad.numpy()[..., 2, :] == 0)
 
 
-def test_gelu_erf_matches_torch_to_1e_10_over_a_wide_range():
+def test_gelu_erf_matches_torch_to_1e_10_over_a_wide_range(kernels):
     x = np.linspace(-12, 12, 2001)
     check_op(TF.gelu, F.gelu, [x], rtol=1e-10)
 

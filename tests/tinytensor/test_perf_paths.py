@@ -311,7 +311,7 @@ def test_blas_row_and_column_sums_match_float64_sums(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_causal_softmax_diagonal_shift_and_its_overflow_fallback(dtype):
+def test_causal_softmax_diagonal_shift_and_its_overflow_fallback(dtype, kernels):
     """The fused causal attention shifts each row by its diagonal score: ordinary scores give torch's result, and
     rows whose largest score lies far above the diagonal (here up to ~10^4 in float32's and float64's overflow range)
     take the maximum instead: finite, and torch's to the same tolerance (float64 ≤ 1e-10, float32 ≤ 1e-5)."""
@@ -415,10 +415,11 @@ def test_softmax_first_element_shift_and_its_fallback(dtype):
             ksm.BLOCK = before
 
 
-def test_causal_bias_keeps_masked_nan_keys_out():
+def test_causal_bias_keeps_masked_nan_keys_out(kernels):
     """The causal mask is added as 0 / −∞; a nan in a key that a query may not see (a future position) would turn
     that row's sum into nan, and the fallback then masks by filling: the rows before it keep the values they have
-    with the key zeroed (to rounding: the fallback shifts by the maximum), the last row (which sees it) is nan."""
+    with the key zeroed (to rounding: the fallback shifts by the maximum), the last row (which sees it) is nan.
+    The C kernel never reads the masked scores: the same rows, the same nan."""
     from tinytensor.kernels import attention as katt
 
     rng = np.random.default_rng(13)

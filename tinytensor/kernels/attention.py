@@ -33,6 +33,7 @@ import numpy as np
 
 from ..tensor import get_array_module
 from .dropout import keep_scale
+from . import native
 from .matmul import matmul
 from .reduce import row_sum
 from .softmax import exp_shifted_rows
@@ -87,6 +88,10 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     gk, gv = gqa_groups(q.shape, k.shape, v.shape, enable_gqa)
     scores = grouped_matmul(q, k.swapaxes(-1, -2), gk)  # (..., Tq, Tk)
     diagonal = xp is np and is_causal and attn_mask is None and tq <= tk
+    fused = diagonal and native.usable(scores) and scores.flags.c_contiguous
+    if fused:  # the C kernel: scale, mask and softmax in one pass per row, the masked half never read
+        probs = native.causal_softmax_forward(scores, s)
+        return _dropout_and_values(probs, q, k, v, s, dropout_keep, dropout_p, (gk, gv), fused)
     scores *= s
     if diagonal:  # the mask as one add of 0 / −∞: 4x cheaper than a masked fill (a stray inf or nan among the
         scores += _causal_bias(tq, tk, scores.dtype)  # masked scores makes a row's sum nan: the fallback refills)
@@ -103,12 +108,17 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     probs = _softmax_diagonal_shift(scores) if diagonal else None
     if probs is None:
         probs = _softmax_max_shift(_causal_scores(q, k, s, gk, xp) if diagonal else scores, xp)
-    pd = probs if dropout_keep is None else probs * dropout_keep  # P ⊙ D (the boolean mask cast in the loop)
-    out = grouped_matmul(pd, v, gv)  # (..., Tq, hv)
-    if dropout_keep is not None:
-        out *= keep_scale(dropout_p)  # O = P̃ V with P̃ = P ⊙ D / (1 − p): the scale on the smaller array
-    saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p,
-             "groups": (gk, gv)}
+    return _dropout_and_values(probs, q, k, v, s, dropout_keep, dropout_p, (gk, gv), False)
+
+
+def _dropout_and_values(probs, q, k, v, s: float, keep, p: float, groups: tuple[int, int], fused: bool):
+    """O = P̃ V from the attention weights, and what backward keeps."""
+    pd = probs if keep is None else probs * keep  # P ⊙ D (the boolean mask cast in the loop)
+    out = grouped_matmul(pd, v, groups[1])  # (..., Tq, hv)
+    if keep is not None:
+        out *= keep_scale(p)  # O = P̃ V with P̃ = P ⊙ D / (1 − p): the scale on the smaller array
+    saved = {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": keep, "p": p, "groups": groups,
+             "fused": fused}
     return out, saved
 
 
@@ -182,10 +192,13 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     if keep is not None:
         dp *= keep  # dP = dP̃ ⊙ D / (1 − p), its factor c left for the scale below
     # dS = P ⊙ (dP − rowsum(dP ⊙ P)), written into dp in place; linear in dP, so c can come last
-    dp -= row_sum(dp * probs)
-    dp *= probs
-    ds = dp
-    ds *= s * c  # fold the scales into dS once instead of into both dQ and dK
+    if saved.get("fused"):  # the C kernel (the masked half written as 0, never read)
+        ds = native.causal_softmax_backward(dp, probs, s * c)
+    else:
+        dp -= row_sum(dp * probs)
+        dp *= probs
+        ds = dp
+        ds *= s * c  # fold the scales into dS once instead of into both dQ and dK
     dq = grouped_matmul(ds, k, gk)  # dQ = s·dS K
     dk = grouped_matmul_tn(ds, q, gk)  # dK = s·dSᵀ Q (GQA: summed over each group's query heads)
     return dq, dk, dv

@@ -1,0 +1,16 @@
+"""Build hook for tinytensor's native kernels (tinytensor/csrc/native.c); the project's metadata is in pyproject.toml.
+
+The extension is optional: without a C compiler the install still succeeds, a warning says the build failed, and
+tinytensor runs its NumPy kernels (tinytensor.kernels.native.available() tells which).
+"""
+import sys
+
+from setuptools import Extension, setup
+
+if sys.platform == "win32":
+    flags, libs = ["/O2", "/fp:precise"], []
+else:  # -fopenmp-simd: the `omp simd` reduction pragmas only (no OpenMP runtime); errno is never read
+    flags, libs = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c99"], ["m"]
+
+setup(ext_modules=[Extension("tinytensor._native", sources=["tinytensor/csrc/native.c"], extra_compile_args=flags,
+                             libraries=libs, optional=True)])

@@ -1,0 +1,282 @@
+"""The native C kernels (tinytensor/kernels/native.py over tinytensor/csrc/native.c): against torch in float64
+(≤ 1e-10) and float32 (≤ 1e-5, as the NumPy kernels), against the NumPy kernels, against finite differences
+through the autograd wrappers, at the edges (±∞, nan, masked rows, huge inputs), bit for bit at 1 and 2 threads,
+and the switch between them and the NumPy kernels. Under CI the library must have been built."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from opcheck import assert_close, check_op
+
+import tinytensor as tt
+import tinytensor.functional as F
+from tinytensor.gradcheck import gradcheck
+from tinytensor.kernels import gelu as np_gelu
+from tinytensor.kernels import layer_norm as np_ln
+from tinytensor.kernels import native, threads
+from tinytensor.kernels import softmax as np_sm
+
+if not native.available():
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI: the native kernels must be built here: {native.UNAVAILABLE}", pytrace=False)
+    pytest.skip(f"native kernels unavailable: {native.UNAVAILABLE}", allow_module_level=True)
+
+PRECISIONS = [(np.float64, 1e-10), (np.float32, 1e-5)]
+P_IDS = ["f64", "f32"]
+ROWS = [(1, 1), (3, 5), (37, 64), (2, 40, 768)]  # C = 1; odd sizes; rows not a multiple of LN_BLOCK; GPT-2's d
+
+
+@pytest.fixture
+def two_threads():
+    """The pool on with 2 threads and no size threshold, so small arrays take the split paths."""
+    before = threads.get_num_threads(), threads.MIN_PARALLEL
+    threads.set_num_threads(2)
+    threads.MIN_PARALLEL = 1
+    yield
+    threads.set_num_threads(before[0])
+    threads.MIN_PARALLEL = before[1]
+
+
+def _t(a):
+    return torch.tensor(a, requires_grad=True)
+
+
+@pytest.mark.parametrize("shape", ROWS, ids=str)
+@pytest.mark.parametrize("affine", ["wb", "w", "b", "none"])
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_layer_norm_kernels_match_torch(shape, affine, dtype, rtol, two_threads):
+    rng = np.random.default_rng(0)
+    c = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if "w" in affine else None
+    b = rng.standard_normal(c).astype(dtype) if "b" in affine else None
+    dout = rng.standard_normal(shape).astype(dtype)
+    out, mean, rstd = native.layer_norm_forward(x, w, b, 1e-5)
+    dx, dw, db = native.layer_norm_backward(dout, x, w, mean, rstd)
+    tx, tw, tb = _t(x), None if w is None else _t(w), None if b is None else _t(b)
+    tout = TF.layer_norm(tx, (c,), tw, tb, 1e-5)
+    (tout * torch.tensor(dout)).sum().backward()
+    assert out.dtype == dx.dtype == dtype and mean.shape == shape[:-1] + (1,)
+    assert_close("out", out, tout.detach().numpy(), rtol)
+    assert_close("db", db, dout.reshape(-1, c).sum(0), rtol)  # Σ_rows dout, with or without a bias
+    if c == 1:  # x̂ ≡ 0, so dx and dw are exactly 0 (torch's are its rounding noise times rstd = 1/√eps)
+        assert not dx.any() and (dw is None or not dw.any())
+        return
+    assert_close("dx", dx, tx.grad.numpy(), rtol)
+    if w is not None:
+        assert_close("dw", dw, tw.grad.numpy(), rtol)
+    else:
+        assert dw is None
+
+
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_layer_norm_kernels_match_the_numpy_pair(dtype, rtol):
+    rng = np.random.default_rng(1)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(70, 96), (96,), (96,)])
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    ours = native.layer_norm_forward(x, w, b)
+    ref = np_ln.layer_norm_forward(x, w, b)
+    for a, r, n in zip(ours, ref, ["out", "mean", "rstd"]):
+        assert_close(n, a, r, rtol)
+    for a, r, n in zip(native.layer_norm_backward(dout, x, w, *ours[1:]), np_ln.layer_norm_backward(dout, x, w,
+                                                                                                     *ref[1:]),
+                       ["dx", "dw", "db"]):
+        assert_close(n, a, r, rtol)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 7), (3, 2, 256), (5, 1000)], ids=str)
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_softmax_kernels_match_torch(shape, dtype, rtol, two_threads):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    p = native.softmax_forward(x)
+    dx = native.softmax_backward(dout, p)
+    tx = _t(x)
+    tp = torch.softmax(tx, -1)
+    (tp * torch.tensor(dout)).sum().backward()
+    assert_close("p", p, tp.detach().numpy(), rtol)
+    assert_close("dx", dx, tx.grad.numpy(), rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=P_IDS)
+def test_softmax_edges_as_torch(dtype):
+    inf, nan = np.inf, np.nan
+    x = np.array([[-inf, -inf, -inf], [0.0, -inf, 1.0], [1e4, -1e4, 0.0], [nan, 0.0, 1.0], [inf, 0.0, 1.0],
+                  [-1e30, 3e38 if dtype == np.float32 else 1e300, 0.0], [-120.0, 0.0, -90.0]], dtype=dtype)
+    ours = native.softmax_forward(x)
+    ref = torch.softmax(torch.tensor(x), -1).numpy()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))  # a −∞ row, a nan, +∞: nan, as torch
+    fin = ~np.isnan(ref)
+    assert_close("p", ours[fin], ref[fin], 1e-6 if dtype == np.float32 else 1e-15)
+    assert ours[1, 1] == 0.0 and ours[6, 0] == 0.0 or ref[6, 0] != 0.0
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_gelu_kernels_match_torch(approximate, dtype, rtol, two_threads):
+    x = np.concatenate([np.linspace(-12, 12, 4001), np.random.default_rng(3).standard_normal(5000) * 3]).astype(dtype)
+    dout = np.random.default_rng(4).standard_normal(x.shape).astype(dtype)
+    if approximate == "tanh":
+        out = native.gelu_tanh_forward(x)
+        dx = native.gelu_tanh_backward(dout, x)
+    else:
+        out, deriv = native.gelu_erf_forward(x)
+        dx = native.gelu_erf_backward(dout, deriv)
+    tx = torch.tensor(x.astype(np.float64), requires_grad=True)  # float64 truth for both dtypes
+    tout = TF.gelu(tx, approximate=approximate)
+    (tout * torch.tensor(dout.astype(np.float64))).sum().backward()
+    assert out.dtype == dx.dtype == dtype
+    assert_close("out", out, tout.detach().numpy(), rtol)
+    assert_close("dx", dx, tx.grad.numpy(), rtol)
+
+
+def test_gelu_tanh_float32_keeps_relative_accuracy_in_the_negative_tail():
+    """x·σ(2u) keeps relative accuracy where ½x(1 + tanh u) cancels (to 0 in float32, and in float64 too beyond
+    x ≈ −6), so the reference is the same identity, ½(1 + tanh u) = σ(2u), evaluated in float64."""
+    x = np.linspace(-9.0, -2.0, 701).astype(np.float32)
+    x64 = x.astype(np.float64)
+    u = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64 ** 3)
+    ref = x64 / (1.0 + np.exp(-2.0 * u))
+    rel = np.abs(native.gelu_tanh_forward(x) - ref) / np.abs(ref)
+    # float32 rounds u = c·(x + k x³) to an ulp or two, and e^(−2u) turns that into |2u| times as much: the bound
+    # is that conditioning (|2u| = 66 at x = −9) plus a few ulp for the rest
+    bound = (np.abs(2 * u) + 4) * 2.0 ** -23
+    assert (rel <= bound).all(), (rel / bound).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=P_IDS)
+def test_gelu_edges(dtype):
+    x = np.array([-np.inf, -1e30, -100.0, -0.0, 0.0, 100.0, 1e30, np.inf, np.nan], dtype=dtype)
+    for approximate in ("tanh", "none"):
+        out = native.gelu_tanh_forward(x) if approximate == "tanh" else native.gelu_erf_forward(x)[0]
+        with np.errstate(all="ignore"):  # float64 torch: its float32 erf form gives nan at +∞, where x·Φ(x) → ∞
+            ref = TF.gelu(torch.tensor(x.astype(np.float64)), approximate=approximate).numpy().astype(dtype)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref), err_msg=approximate)
+        fin = ~np.isnan(ref)
+        np.testing.assert_array_equal(out[fin], ref[fin], err_msg=approximate)
+
+
+def test_exp32_over_the_float32_range():
+    x = np.concatenate([np.linspace(-110, 90, 200001), [-np.inf, np.inf, np.nan, -0.0, 88.72, 88.73, -87.4,
+                                                        -103.9, -104.5]]).astype(np.float32)
+    ours = native.exp32(x)
+    with np.errstate(over="ignore"):
+        ref = np.exp(x.astype(np.float64)).astype(np.float32)  # float64 e^x rounded once: the ideal float32
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(x))
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(ref))
+    normal = (ref >= np.finfo(np.float32).tiny) & np.isfinite(ref)
+    rel = np.abs(ours[normal].astype(np.float64) - ref[normal]) / ref[normal]
+    assert rel.max() <= 2.5e-7, rel.max()  # ≤ 2 ulp (float32's spacing is 6e-8..1.2e-7 of a value)
+    sub = ~normal & np.isfinite(ref)  # denormals and underflow: within one denormal step of the ideal
+    assert np.abs(ours[sub].astype(np.float64) - ref[sub]).max() <= 1.5e-45
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "gelu_tanh", "gelu_erf", "softmax"])
+def test_bits_repeat_at_one_and_two_threads(op):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 768)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    w, b = rng.standard_normal(768).astype(np.float32), rng.standard_normal(768).astype(np.float32)
+
+    def run():
+        if op == "layer_norm":
+            out, m, r = native.layer_norm_forward(x, w, b)
+            return (out,) + native.layer_norm_backward(dout, x, w, m, r)
+        if op == "softmax":
+            p = native.softmax_forward(x)
+            return p, native.softmax_backward(dout, p)
+        if op == "gelu_tanh":
+            return native.gelu_tanh_forward(x), native.gelu_tanh_backward(dout, x)
+        out, d = native.gelu_erf_forward(x)
+        return out, native.gelu_erf_backward(dout, d)
+
+    before = threads.get_num_threads(), threads.MIN_PARALLEL
+    try:
+        threads.set_num_threads(1)
+        one = run()
+        threads.set_num_threads(2)
+        threads.MIN_PARALLEL = 1
+        two = run()
+    finally:
+        threads.set_num_threads(before[0])
+        threads.MIN_PARALLEL = before[1]
+    for a, b2 in zip(one, two):
+        np.testing.assert_array_equal(a, b2)
+
+
+CASES = [
+    ("layer_norm", lambda x, w, b: TF.layer_norm(x, (6,), w, b), lambda x, w, b: F.layer_norm(x, (6,), w, b),
+     [(2, 3, 6), (6,), (6,)]),
+    ("gelu_none", TF.gelu, F.gelu, [(3, 7)]),
+    ("gelu_tanh", lambda x: TF.gelu(x, approximate="tanh"), lambda x: F.gelu(x, approximate="tanh"), [(3, 7)]),
+    ("softmax_last", lambda x: TF.softmax(x, dim=-1), lambda x: F.softmax(x, dim=-1), [(2, 3, 5)]),
+]
+
+
+@pytest.mark.parametrize("name,torch_fn,ours_fn,inputs", CASES, ids=[c[0] for c in CASES])
+def test_functional_ops_on_both_kernels(name, torch_fn, ours_fn, inputs, kernels):
+    """The autograd wrappers route to the C pair or, switched off, to the NumPy pair; both agree with torch and
+    with finite differences (test_functional.py runs its whole table on both too)."""
+    for dtype, rtol in PRECISIONS:
+        check_op(torch_fn, ours_fn, inputs, rtol=rtol, dtype=dtype)
+    rng = np.random.default_rng(6)
+    gradcheck(ours_fn, [tt.Tensor(rng.standard_normal(s), requires_grad=True) for s in inputs])
+
+
+def test_the_switch_routes_to_each_pair(numpy_kernels):
+    x = np.random.default_rng(7).standard_normal((4, 300)).astype(np.float32)
+    numpy_out = F.gelu(tt.Tensor(x), approximate="tanh").numpy()
+    np.testing.assert_array_equal(numpy_out, np_gelu.gelu_tanh_forward_inplace(x)[0])
+    np.testing.assert_array_equal(F.softmax(tt.Tensor(x), -1).numpy(), np_sm.softmax_forward(x))
+    native.set_native_kernels(True)
+    assert native.native_kernels()
+    np.testing.assert_array_equal(F.gelu(tt.Tensor(x), approximate="tanh").numpy(), native.gelu_tanh_forward(x))
+    np.testing.assert_array_equal(F.softmax(tt.Tensor(x), -1).numpy(), native.softmax_forward(x))
+    np.testing.assert_array_equal(F.layer_norm(tt.Tensor(x), 300).numpy(), native.layer_norm_forward(x)[0])
+
+
+def test_softmax_over_another_dim_and_mixed_gradient_dtype():
+    x = np.random.default_rng(8).standard_normal((3, 4, 5))
+    np.testing.assert_array_equal(F.softmax(tt.Tensor(x), 1).numpy(), np_sm.softmax_forward(x, 1))  # NumPy pair
+    x32 = x.astype(np.float32)
+    p = native.softmax_forward(x32)
+    g = np.random.default_rng(9).standard_normal(x.shape)  # a float64 gradient is cast to the saved dtype
+    np.testing.assert_array_equal(native.softmax_backward(g, p), native.softmax_backward(g.astype(np.float32), p))
+
+
+def test_switching_on_without_the_library_names_the_cause(monkeypatch):
+    monkeypatch.setattr(native, "_FNS", {})
+    monkeypatch.setattr(native, "UNAVAILABLE", "the native library was not built (test)")
+    with pytest.raises(RuntimeError, match="not built"):
+        native.set_native_kernels(True)
+    assert not native.available()
+
+
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_causal_attention_kernel_with_dropout_and_groups_matches_the_numpy_path(dtype, rtol, two_threads):
+    """The fused causal softmax (scale, mask and softmax; its backward with the dropout scale folded in) against
+    the NumPy path with the same keep-mask, grouped-query heads and fewer queries than keys (a KV cache)."""
+    from tinytensor.kernels import attention as katt
+
+    rng = np.random.default_rng(10)
+    q = rng.standard_normal((2, 4, 5, 8)).astype(dtype)
+    k, v = (rng.standard_normal((2, 2, 7, 8)).astype(dtype) for _ in range(2))
+    keep = rng.random((2, 4, 5, 7)) > 0.25
+    dout = rng.standard_normal((2, 4, 5, 8)).astype(dtype)
+    results = {}
+    for on in (True, False):
+        native.set_native_kernels(on)
+        try:
+            out, saved = katt.attention_forward(q, k, v, is_causal=True, scale=0.7, dropout_keep=keep,
+                                                dropout_p=0.25, enable_gqa=True)
+            assert saved["fused"] is on
+            results[on] = (out,) + katt.attention_backward(dout, saved)
+        finally:
+            native.set_native_kernels(True)
+    for name, a, b in zip(["out", "dq", "dk", "dv"], results[True], results[False]):
+        assert_close(name, a, b, rtol)

@@ -1,0 +1,328 @@
+/* tinytensor's native CPU kernels: the elementwise and row-wise passes NumPy cannot fuse (LayerNorm, GELU,
+ * softmax), one loop over the data per pass instead of one NumPy call per arithmetic step.
+ *
+ * Each kernel is the C twin of its NumPy pair in tinytensor/kernels/ (the equations are in those docstrings and
+ * docs/), for float32 (suffix _f32) and float64 (_f64). It works on a range of rows or elements that the caller
+ * (tinytensor/kernels/native.py) hands out to the thread pool; calls through ctypes release the GIL, so two ranges
+ * run on two cores. Plain C99, no Python headers: the library is loaded with ctypes, never imported.
+ *
+ * float32 uses exp32 below (vectorisable, so GCC turns the loops into AVX-512/AVX2/SSE code, one clone each,
+ * picked when the library loads); float64 keeps the C library's exp, erfc and tanh, so the float64 gradient
+ * checks compare the C library's rounding against torch's.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#else
+#define CLONES
+#endif
+
+#if defined(_WIN32)
+#define API __declspec(dllexport)
+/* setuptools links every extension with an export of PyInit_<name>; nothing imports this library, so a stub */
+API void *PyInit__native(void) { return 0; }
+#else
+#define API __attribute__((visibility("default")))
+#endif
+
+#define SQRT_2_OVER_PI 0.7978845608028654
+#define GELU_K 0.044715
+#define INV_SQRT_2PI 0.3989422804014327
+
+/* ---------------------------------------------------------------------------------------------- exp, float32
+ * e^x = 2^n · e^r with n = round(x·log₂e) and r = x − n·ln 2, |r| ≤ ln2/2 (ln 2 in two parts, Cody & Waite 1980,
+ * so r is exact to float32 rounding). e^r by its Taylor polynomial to r⁷ (the remainder below r⁸/8! ≈ 5e-9 of
+ * e^r, under float32's relative spacing of 6e-8). 2^n is built in the exponent bits in two factors so that the
+ * full range, denormals included, comes out right: n runs from −150 (x = −104, where e^x rounds to 0) to 128. */
+static inline float exp32(float x)
+{
+    float xc = x > -104.0f ? x : -104.0f; /* written as selects (a nan becomes −104 here, and nan at the end): */
+    xc = xc < 88.72283f ? xc : 88.72283f; /* fminf/fmaxf would be calls, and the loops would not vectorise */
+    float n = rintf(xc * 1.44269504088896341f);
+    float r = fmaf(n, -0.693145751953125f, xc);
+    r = fmaf(n, -1.428606765330187e-06f, r);
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    int32_t ni = (int32_t)n;
+    int32_t n1 = ni >> 1, n2 = ni - n1;
+    int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, 4);
+    memcpy(&s2, &b2, 4);
+    float y = p * s1 * s2;
+    y = x > 88.72283f ? INFINITY : y;
+    return x != x ? x : y;
+}
+
+/* e^x elementwise by exp32 (the tests check it against float64 over float32's whole range) */
+API CLONES void exp_f32(const float *x, float *out, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) out[i] = exp32(x[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------- layer norm
+ * out = w ⊙ (x − mean)·rstd + b over rows of c; mean and rstd saved per row (tinytensor/kernels/layer_norm.py).
+ * Two passes over each row (mean, then Σ(x − mean)²), as the NumPy kernel: no cancellation from E[x²] − mean². */
+#define LAYER_NORM(T, SUF)                                                                                        \
+    API CLONES void layer_norm_fwd_##SUF(const T *x, const T *w, const T *b, T *out, T *mean, T *rstd,          \
+                                         int64_t rows, int64_t c, double eps)                                     \
+    {                                                                                                             \
+        for (int64_t i = 0; i < rows; i++) {                                                                      \
+            const T *xr = x + i * c;                                                                              \
+            T *o = out + i * c;                                                                                   \
+            T s = 0;                                                                                              \
+            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) s += xr[j];                      \
+            T m = s / (T)c, v = 0;                                                                                \
+            _Pragma("omp simd reduction(+ : v)") for (int64_t j = 0; j < c; j++) v += (xr[j] - m) * (xr[j] - m);  \
+            T r = (T)(1.0 / sqrt((double)(v / (T)c) + eps));                                                      \
+            mean[i] = m;                                                                                          \
+            rstd[i] = r;                                                                                          \
+            if (w && b) {                                                                                         \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] = (xr[j] - m) * r * w[j] + b[j];         \
+            } else if (w) {                                                                                       \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] = (xr[j] - m) * r * w[j];                \
+            } else if (b) {                                                                                       \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] = (xr[j] - m) * r + b[j];                \
+            } else {                                                                                              \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] = (xr[j] - m) * r;                       \
+            }                                                                                                     \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* dx = rstd·(g − mean_j g − x̂·mean_j(g ⊙ x̂)), g = dout ⊙ w; dw += Σ_rows dout ⊙ x̂, db += Σ_rows dout      \
+     * (accumulated into the caller's buffers: each thread has its own, summed afterwards). dw, db may be NULL. */ \
+    API CLONES void layer_norm_bwd_##SUF(const T *dout, const T *x, const T *w, const T *mean, const T *rstd,   \
+                                         T *dx, T *dw, T *db, int64_t rows, int64_t c)                            \
+    {                                                                                                             \
+        for (int64_t i = 0; i < rows; i++) {                                                                      \
+            const T *d = dout + i * c, *xr = x + i * c;                                                           \
+            T *o = dx + i * c;                                                                                    \
+            T m = mean[i], r = rstd[i], sg = 0, sgx = 0;                                                          \
+            if (w) {                                                                                              \
+                _Pragma("omp simd reduction(+ : sg, sgx)") for (int64_t j = 0; j < c; j++) {                      \
+                    T g = d[j] * w[j];                                                                            \
+                    sg += g;                                                                                      \
+                    sgx += g * ((xr[j] - m) * r);                                                                 \
+                }                                                                                                 \
+            } else {                                                                                              \
+                _Pragma("omp simd reduction(+ : sg, sgx)") for (int64_t j = 0; j < c; j++) {                      \
+                    sg += d[j];                                                                                   \
+                    sgx += d[j] * ((xr[j] - m) * r);                                                              \
+                }                                                                                                 \
+            }                                                                                                     \
+            T gm = sg / (T)c, gxm = sgx / (T)c;                                                                   \
+            if (w) {                                                                                              \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) {                                             \
+                    T xh = (xr[j] - m) * r;                                                                       \
+                    o[j] = r * (d[j] * w[j] - gm - xh * gxm);                                                     \
+                }                                                                                                 \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) dw[j] += d[j] * ((xr[j] - m) * r);            \
+            } else {                                                                                              \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) {                                             \
+                    T xh = (xr[j] - m) * r;                                                                       \
+                    o[j] = r * (d[j] - gm - xh * gxm);                                                            \
+                }                                                                                                 \
+            }                                                                                                     \
+            if (db) {                                                                                             \
+                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) db[j] += d[j];                                \
+            }                                                                                                     \
+        }                                                                                                         \
+    }
+
+LAYER_NORM(float, f32)
+LAYER_NORM(double, f64)
+
+/* ---------------------------------------------------------------------------------------------- softmax
+ * p = e^(x − max)/Σ e^(x − max) along rows of c; dx = p ⊙ (dout − Σ dout ⊙ p) (tinytensor/kernels/softmax.py).
+ * A row of −∞ gives nan, as torch. */
+#define SOFTMAX(T, SUF, EXP)                                                                                      \
+    API CLONES void softmax_fwd_##SUF(const T *x, T *out, int64_t rows, int64_t c)                               \
+    {                                                                                                             \
+        for (int64_t i = 0; i < rows; i++) {                                                                      \
+            const T *xr = x + i * c;                                                                              \
+            T *o = out + i * c;                                                                                   \
+            T m = -INFINITY, s = 0;                                                                               \
+            int nan = 0;                                                                                          \
+            _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < c; j++) {           \
+                m = xr[j] > m ? xr[j] : m;                                                                        \
+                nan |= xr[j] != xr[j];                                                                            \
+            }                                                                                                     \
+            if (nan) m = NAN;                                                                                     \
+            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                \
+                o[j] = EXP(xr[j] - m);                                                                            \
+                s += o[j];                                                                                        \
+            }                                                                                                     \
+            T inv = (T)1 / s;                                                                                     \
+            _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] *= inv;                                      \
+        }                                                                                                         \
+    }                                                                                                             \
+    API CLONES void softmax_bwd_##SUF(const T *dout, const T *p, T *dx, int64_t rows, int64_t c)                 \
+    {                                                                                                             \
+        for (int64_t i = 0; i < rows; i++) {                                                                      \
+            const T *d = dout + i * c, *pr = p + i * c;                                                           \
+            T *o = dx + i * c;                                                                                    \
+            T s = 0;                                                                                              \
+            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) s += d[j] * pr[j];               \
+            _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] = pr[j] * (d[j] - s);                        \
+        }                                                                                                         \
+    }
+
+SOFTMAX(float, f32, exp32)
+SOFTMAX(double, f64, exp)
+
+/* ---------------------------------------------------------------------------------------------- causal attention
+ * The softmax of causal attention's scores (tinytensor/kernels/attention.py), with the scale and the mask fused:
+ * rows of tk scores QKᵀ, row r the query i = (row0 + r) mod tq, which may attend to keys j ≤ i (torch's top-left
+ * causal mask; tq ≤ tk). Forward P_ij = e^(s·S_ij − m)/Σ_{j'≤i} e^(s·S_ij' − m), m = max_{j≤i} s·S_ij, P_ij = 0 for
+ * j > i: the masked scores are never read, so neither the −∞ fill nor its pass exists. Backward, from dP and P:
+ * dS_ij = f·P_ij·(dP_ij − Σ_{j'≤i} dP_ij' P_ij') with f the scale (times 1/(1 − p) under dropout), 0 for j > i.
+ * Both may work in place (out == in). */
+#define CAUSAL_SOFTMAX(T, SUF, EXP)                                                                               \
+    API CLONES void causal_softmax_fwd_##SUF(const T *scores, T *p, int64_t row0, int64_t rows, int64_t tq,      \
+                                             int64_t tk, double scale)                                            \
+    {                                                                                                             \
+        const T sc = (T)scale;                                                                                    \
+        for (int64_t r = 0; r < rows; r++) {                                                                      \
+            const T *x = scores + r * tk;                                                                         \
+            T *o = p + r * tk;                                                                                    \
+            int64_t n = (row0 + r) % tq + 1;                                                                      \
+            T m = -INFINITY, sum = 0;                                                                             \
+            int nan = 0;                                                                                          \
+            _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < n; j++) {           \
+                T v = sc * x[j];                                                                                  \
+                m = v > m ? v : m;                                                                                \
+                nan |= v != v;                                                                                    \
+            }                                                                                                     \
+            if (nan) m = NAN;                                                                                     \
+            _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < n; j++) {                              \
+                o[j] = EXP(sc * x[j] - m);                                                                        \
+                sum += o[j];                                                                                      \
+            }                                                                                                     \
+            T inv = (T)1 / sum;                                                                                   \
+            _Pragma("omp simd") for (int64_t j = 0; j < n; j++) o[j] *= inv;                                      \
+            for (int64_t j = n; j < tk; j++) o[j] = 0;                                                            \
+        }                                                                                                         \
+    }                                                                                                             \
+    API CLONES void causal_softmax_bwd_##SUF(const T *dp, const T *p, T *ds, int64_t row0, int64_t rows,         \
+                                             int64_t tq, int64_t tk, double factor)                               \
+    {                                                                                                             \
+        const T f = (T)factor;                                                                                    \
+        for (int64_t r = 0; r < rows; r++) {                                                                      \
+            const T *d = dp + r * tk, *pr = p + r * tk;                                                           \
+            T *o = ds + r * tk;                                                                                   \
+            int64_t n = (row0 + r) % tq + 1;                                                                      \
+            T dot = 0;                                                                                            \
+            _Pragma("omp simd reduction(+ : dot)") for (int64_t j = 0; j < n; j++) dot += d[j] * pr[j];           \
+            _Pragma("omp simd") for (int64_t j = 0; j < n; j++) o[j] = f * pr[j] * (d[j] - dot);                  \
+            for (int64_t j = n; j < tk; j++) o[j] = 0;                                                            \
+        }                                                                                                         \
+    }
+
+CAUSAL_SOFTMAX(float, f32, exp32)
+CAUSAL_SOFTMAX(double, f64, exp)
+
+/* ---------------------------------------------------------------------------------------------- GELU
+ * tanh form, u = √(2/π)(x + k x³): out = ½x(1 + tanh u) = x·σ(2u), σ the logistic function (½(1 + tanh u) = σ(2u)
+ * exactly: no cancellation where tanh u is near −1). With e = e^(−2u), σ = 1/(1 + e) and σ(1 − σ) = e·σ², so
+ * d out/dx = σ + 2x·e·σ²·u′, u′ = √(2/π)(1 + 3k x²), again without 1 − σ. Backward recomputes from x.
+ * exact form: out = x·Φ(x); d out/dx = Φ(x) + x·φ(x), both in the forward pass (φ costs one exponential more)
+ * and kept, so backward is a product. float32 takes Φ = σ(2 g(x)) with g ≈ artanh(erf(x/√2)) the odd polynomial
+ * of tinytensor/kernels/gelu.py (G there, good to 3e-8 absolute); float64 Φ = ½ erfc(−x/√2). */
+static const float G32[7] = {7.978849414619265e-01f, 3.633308456630292e-02f, -3.2594966124795176e-05f,
+                             -5.530619813069531e-05f, 3.96474531288017e-06f, -1.3226341755330495e-07f,
+                             1.7561730958348676e-09f};
+
+static inline float phi_cdf32(float x)
+{
+    float w = x * x;
+    float p = fmaf(G32[6], w, G32[5]); /* Horner in w = x², written out so every lane runs the same code */
+    p = fmaf(p, w, G32[4]);
+    p = fmaf(p, w, G32[3]);
+    p = fmaf(p, w, G32[2]);
+    p = fmaf(p, w, G32[1]);
+    p = fmaf(p, w, G32[0]);
+    return 1.0f / (1.0f + exp32(-2.0f * x * p));
+}
+
+API CLONES void gelu_tanh_fwd_f32(const float *x, float *out, int64_t n)
+{
+    const float c = (float)SQRT_2_OVER_PI, ck = (float)(SQRT_2_OVER_PI * GELU_K);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        float u = xi * fmaf(ck * xi, xi, c);
+        out[i] = xi / (1.0f + exp32(-2.0f * u));
+    }
+}
+
+API CLONES void gelu_tanh_bwd_f32(const float *dout, const float *x, float *dx, int64_t n)
+{
+    const float c = (float)SQRT_2_OVER_PI, ck = (float)(SQRT_2_OVER_PI * GELU_K);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        float u = xi * fmaf(ck * xi, xi, c);
+        float e = exp32(-2.0f * u);
+        float s = 1.0f / (1.0f + e);
+        float es = e < 1e30f ? e * s : 1.0f; /* e·σ = 1 − σ; where e is huge (σ = 0) its limit 1 */
+        float du = fmaf(3.0f * ck * xi, xi, c);
+        dx[i] = dout[i] * (s + 2.0f * xi * es * s * du);
+    }
+}
+
+API CLONES void gelu_erf_fwd_f32(const float *x, float *out, float *deriv, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        float cdf = phi_cdf32(xi);
+        out[i] = xi * cdf;
+        deriv[i] = fmaf(xi * (float)INV_SQRT_2PI, exp32(-0.5f * xi * xi), cdf);
+    }
+}
+
+/* float64: torch's own formulas (½x(1 + tanh u); x·½ erfc(−x/√2)) through the C library */
+API void gelu_tanh_fwd_f64(const double *x, double *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double xi = x[i], t = tanh(SQRT_2_OVER_PI * (xi + GELU_K * xi * xi * xi));
+        out[i] = 0.5 * xi * (1.0 + t);
+    }
+}
+
+API void gelu_tanh_bwd_f64(const double *dout, const double *x, double *dx, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double xi = x[i], t = tanh(SQRT_2_OVER_PI * (xi + GELU_K * xi * xi * xi));
+        double du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_K * xi * xi);
+        dx[i] = dout[i] * (0.5 * (1.0 + t) + 0.5 * xi * (1.0 - t * t) * du);
+    }
+}
+
+API void gelu_erf_fwd_f64(const double *x, double *out, double *deriv, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double xi = x[i], cdf = 0.5 * erfc(-xi * 0.7071067811865476);
+        out[i] = xi * cdf;
+        deriv[i] = cdf + xi * INV_SQRT_2PI * exp(-0.5 * xi * xi);
+    }
+}
+
+/* dx = dout ⊙ deriv: the backward of both dtypes' exact GELU */
+#define GELU_ERF_BWD(T, SUF)                                                                                      \
+    API CLONES void gelu_erf_bwd_##SUF(const T *dout, const T *deriv, T *dx, int64_t n)                          \
+    {                                                                                                             \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++) dx[i] = dout[i] * deriv[i];                           \
+    }
+
+GELU_ERF_BWD(float, f32)
+GELU_ERF_BWD(double, f64)
