@@ -280,3 +280,18 @@ def test_causal_attention_kernel_with_dropout_and_groups_matches_the_numpy_path(
             native.set_native_kernels(True)
     for name, a, b in zip(["out", "dq", "dk", "dv"], results[True], results[False]):
         assert_close(name, a, b, rtol)
+
+
+def test_causal_softmax_rows_longer_than_the_stack_buffer_and_overflowing_rows():
+    """Rows of more than STACK_ROW keys take a heap buffer; a row whose scores overflow the diagonal shift is redone
+    with the maximum from the intact scores, also in place. Both against torch in float64."""
+    from tinytensor.kernels import attention as katt
+
+    rng = np.random.default_rng(12)
+    q = rng.standard_normal((1, 2, 3, 4))
+    k, v = rng.standard_normal((1, 2, 2100, 4)), rng.standard_normal((1, 2, 2100, 4))
+    q[0, 0, 2] *= 3000.0  # scores of ~±10^4: e^(s·S − s·S_ii) overflows float64 for this row
+    out, saved = katt.attention_forward(q, k, v, is_causal=True)
+    assert saved["fused"]
+    want = TF.scaled_dot_product_attention(*(torch.tensor(a) for a in (q, k, v)), is_causal=True).numpy()
+    assert_close("out", out, want, 1e-10)

@@ -12,7 +12,10 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#define STACK_ROW 2048 /* keys per row kept on the stack; longer rows take a heap buffer */
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
@@ -182,35 +185,63 @@ SOFTMAX(double, f64, exp)
 /* ---------------------------------------------------------------------------------------------- causal attention
  * The softmax of causal attention's scores (tinytensor/kernels/attention.py), with the scale and the mask fused:
  * rows of tk scores QKᵀ, row r the query i = (row0 + r) mod tq, which may attend to keys j ≤ i (torch's top-left
- * causal mask; tq ≤ tk). Forward P_ij = e^(s·S_ij − m)/Σ_{j'≤i} e^(s·S_ij' − m), m = max_{j≤i} s·S_ij, P_ij = 0 for
+ * causal mask; tq ≤ tk). Forward P_ij = e^(s·S_ij − c)/Σ_{j'≤i} e^(s·S_ij' − c), c = s·S_ii (see below), P_ij = 0 for
  * j > i: the masked scores are never read, so neither the −∞ fill nor its pass exists. Backward, from dP and P:
  * dS_ij = f·P_ij·(dP_ij − Σ_{j'≤i} dP_ij' P_ij') with f the scale (times 1/(1 − p) under dropout), 0 for j > i.
- * Both may work in place (out == in). */
+ * Both may work in place (out == in). A row's loops run to `span`, its allowed length rounded up to whole vectors,
+ * the keys beyond the diagonal selected out: the loops then have no scalar remainder, which on rows of 1-64 keys
+ * cost more than their vector part. */
+static inline int64_t span(int64_t n, int64_t tk)
+{
+    int64_t nv = (n + 15) & ~(int64_t)15;
+    return nv < tk ? nv : tk;
+}
+
 #define CAUSAL_SOFTMAX(T, SUF, EXP)                                                                               \
-    API CLONES void causal_softmax_fwd_##SUF(const T *scores, T *p, int64_t row0, int64_t rows, int64_t tq,      \
-                                             int64_t tk, double scale)                                            \
+    /* e^(s·x_j − c) for the row's allowed keys (0 for the others, up to nv) into o; returns their sum */          \
+    static inline T causal_exp_##SUF(const T *x, T *o, int64_t n, int64_t nv, T sc, T c)                          \
+    {                                                                                                             \
+        T sum = 0;                                                                                                \
+        _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < nv; j++) {                                 \
+            T e = EXP(sc * x[j] - c); /* computed on every lane, then selected: no scalar remainder */             \
+            e = j < n ? e : 0;                                                                                    \
+            o[j] = e;                                                                                             \
+            sum += e;                                                                                             \
+        }                                                                                                         \
+        return sum;                                                                                               \
+    }                                                                                                             \
+    API CLONES int causal_softmax_fwd_##SUF(const T *scores, T *p, int64_t row0, int64_t rows, int64_t tq,       \
+                                            int64_t tk, double scale) /* 0, or 1 when out of memory */            \
     {                                                                                                             \
         const T sc = (T)scale;                                                                                    \
-        for (int64_t r = 0; r < rows; r++) {                                                                      \
+        T stack[STACK_ROW];                                                                                       \
+        T *buf = tk <= STACK_ROW ? stack : (T *)malloc((size_t)tk * sizeof(T)); /* the row's exponentials: the  \
+                                                        scores stay intact for a redo even when p is scores */    \
+        if (!buf) return 1;                                                                                       \
+        int64_t i = row0 % tq;                                                                                    \
+        for (int64_t r = 0; r < rows; r++, i = i + 1 == tq ? 0 : i + 1) {                                         \
             const T *x = scores + r * tk;                                                                         \
             T *o = p + r * tk;                                                                                    \
-            int64_t n = (row0 + r) % tq + 1;                                                                      \
-            T m = -INFINITY, sum = 0;                                                                             \
-            int nan = 0;                                                                                          \
-            _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < n; j++) {           \
-                T v = sc * x[j];                                                                                  \
-                m = v > m ? v : m;                                                                                \
-                nan |= v != v;                                                                                    \
-            }                                                                                                     \
-            if (nan) m = NAN;                                                                                     \
-            _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < n; j++) {                              \
-                o[j] = EXP(sc * x[j] - m);                                                                        \
-                sum += o[j];                                                                                      \
+            int64_t n = i + 1, nv = span(n, tk);                                                                  \
+            /* shift by the diagonal score s·x_i (always allowed, ≤ the row maximum, so the sum is ≥ 1): one pass  \
+             * fewer than by the maximum; where that overflows (or meets a nan) the row is redone with the max */  \
+            T sum = causal_exp_##SUF(x, buf, n, nv, sc, sc * x[i]);                                               \
+            if (!(sum < INFINITY)) {                                                                              \
+                T m = -INFINITY;                                                                                  \
+                int nan = 0;                                                                                      \
+                for (int64_t j = 0; j < n; j++) {                                                                 \
+                    T v = sc * x[j];                                                                              \
+                    m = v > m ? v : m;                                                                            \
+                    nan |= v != v;                                                                                \
+                }                                                                                                 \
+                sum = causal_exp_##SUF(x, buf, n, nv, sc, nan ? (T)NAN : m);                                      \
             }                                                                                                     \
             T inv = (T)1 / sum;                                                                                   \
-            _Pragma("omp simd") for (int64_t j = 0; j < n; j++) o[j] *= inv;                                      \
-            for (int64_t j = n; j < tk; j++) o[j] = 0;                                                            \
+            _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) o[j] = buf[j] * inv;                             \
+            for (int64_t j = nv; j < tk; j++) o[j] = 0;                                                           \
         }                                                                                                         \
+        if (buf != stack) free(buf);                                                                              \
+        return 0;                                                                                                 \
     }                                                                                                             \
     API CLONES void causal_softmax_bwd_##SUF(const T *dp, const T *p, T *ds, int64_t row0, int64_t rows,         \
                                              int64_t tq, int64_t tk, double factor)                               \
@@ -219,11 +250,11 @@ SOFTMAX(double, f64, exp)
         for (int64_t r = 0; r < rows; r++) {                                                                      \
             const T *d = dp + r * tk, *pr = p + r * tk;                                                           \
             T *o = ds + r * tk;                                                                                   \
-            int64_t n = (row0 + r) % tq + 1;                                                                      \
+            int64_t nv = span((row0 + r) % tq + 1, tk); /* P is 0 beyond the diagonal: the products there are 0 */ \
             T dot = 0;                                                                                            \
-            _Pragma("omp simd reduction(+ : dot)") for (int64_t j = 0; j < n; j++) dot += d[j] * pr[j];           \
-            _Pragma("omp simd") for (int64_t j = 0; j < n; j++) o[j] = f * pr[j] * (d[j] - dot);                  \
-            for (int64_t j = n; j < tk; j++) o[j] = 0;                                                            \
+            _Pragma("omp simd reduction(+ : dot)") for (int64_t j = 0; j < nv; j++) dot += d[j] * pr[j];          \
+            _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) o[j] = f * pr[j] * (d[j] - dot);                 \
+            for (int64_t j = nv; j < tk; j++) o[j] = 0;                                                           \
         }                                                                                                         \
     }
 

@@ -55,6 +55,9 @@ _SIGNATURES = {  # name (without the dtype suffix) -> argument types
 }
 
 
+_STATUS = {"causal_softmax_fwd"}  # these return 0, or 1 when a row buffer could not be allocated
+
+
 def _load() -> tuple[dict[str, Callable], str | None]:
     """{name_suffix: C function}, or ({}, why not)."""
     path = _find_library()
@@ -66,7 +69,7 @@ def _load() -> tuple[dict[str, Callable], str | None]:
         for name, argtypes in _SIGNATURES.items():
             for suffix in _SUFFIX.values():
                 fn = getattr(lib, f"{name}_{suffix}")
-                fn.argtypes, fn.restype = argtypes, None
+                fn.argtypes, fn.restype = argtypes, (ctypes.c_int if name in _STATUS else None)
                 fns[f"{name}_{suffix}"] = fn
         fns["exp_f32"] = lib.exp_f32
         fns["exp_f32"].argtypes, fns["exp_f32"].restype = [_P, _P, _I], None
@@ -204,7 +207,16 @@ def causal_softmax_forward(scores, scale: float) -> Any:
     tq ≤ tk, in place: the masked entries become 0 and are never read (a nan behind the mask stays out)."""
     assert scores.flags.c_contiguous and scores.shape[-2] <= scores.shape[-1], "the caller checks layout and shape"
     tq, tk = scores.shape[-2], scores.shape[-1]
-    _causal_rows(_fn("causal_softmax_fwd", scores.dtype), (scores, scores), tq, tk, scale)
+    fn = _fn("causal_softmax_fwd", scores.dtype)
+    failed = []
+
+    def checked(*args) -> None:
+        if fn(*args):
+            failed.append(args)
+
+    _causal_rows(checked, (scores, scores), tq, tk, scale)
+    if failed:
+        raise MemoryError(f"causal softmax: no memory for a row buffer of {tk} keys")
     return scores
 
 
