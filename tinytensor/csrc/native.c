@@ -261,6 +261,40 @@ static inline int64_t span(int64_t n, int64_t tk)
 CAUSAL_SOFTMAX(float, f32, exp32)
 CAUSAL_SOFTMAX(double, f64, exp)
 
+/* ---------------------------------------------------------------------------------------------- AdamW
+ * One AdamW step over flat buffers (tinytensor/kernels/adamw.py, torch.optim.AdamW's order), every operation the
+ * NumPy kernel's, in its order and precision, each rounded to T (ISO C: no contraction into fused multiply-adds):
+ * the same bits as adamw_update, in one pass over p, g, m, v instead of ~13. decay is 1 − lr·λ (1 without decay:
+ * a product by 1 is exact). */
+#define ADAMW(T, SUF, SQRT)                                                                                       \
+    API CLONES void adamw_##SUF(T *p, const T *g, T *m, T *v, int64_t n, double decay, double one_minus_b1,     \
+                                double b2, double one_minus_b2, double bc2_sqrt, double eps, double step_size)    \
+    {                                                                                                             \
+        const T dk = (T)decay, a1 = (T)one_minus_b1, bb2 = (T)b2, a2 = (T)one_minus_b2, bc = (T)bc2_sqrt;         \
+        const T e = (T)eps, st = (T)step_size;                                                                    \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                                     \
+            T pi = p[i] * dk, gi = g[i];                                                                          \
+            T t = gi - m[i];                                                                                      \
+            t *= a1;                                                                                              \
+            T mi = m[i] + t; /* m ← m + (1−β₁)(g − m) */                                                          \
+            T vi = v[i] * bb2;                                                                                    \
+            t = gi * gi;                                                                                          \
+            t *= a2;                                                                                              \
+            vi += t; /* v ← β₂v + (1−β₂)g² */                                                                     \
+            t = SQRT(vi);                                                                                         \
+            t /= bc;                                                                                              \
+            t += e;                                                                                               \
+            t = mi / t;                                                                                           \
+            t *= st;                                                                                              \
+            p[i] = pi - t; /* p ← p − (lr/(1−β₁ᵗ))·m/(√v/√(1−β₂ᵗ) + ε) */                                         \
+            m[i] = mi;                                                                                            \
+            v[i] = vi;                                                                                            \
+        }                                                                                                         \
+    }
+
+ADAMW(float, f32, sqrtf)
+ADAMW(double, f64, sqrt)
+
 /* ---------------------------------------------------------------------------------------------- GELU
  * tanh form, u = √(2/π)(x + k x³): out = ½x(1 + tanh u) = x·σ(2u), σ the logistic function (½(1 + tanh u) = σ(2u)
  * exactly: no cancellation where tanh u is near −1). With e = e^(−2u), σ = 1/(1 + e) and σ(1 − σ) = e·σ², so

@@ -7,7 +7,8 @@
 the same operations in the same order (so its result is bit-identical) but block by block, so that p, g, m, v and
 the scratch of one block stay in the CPU cache across the ~13 passes: memory traffic drops from ~13 array sweeps to
 one read of p, g, m, v and one write of p, m, v. The blocks are split across the thread pool (kernels/threads.py).
-The optimizer uses the blocked kernel on its flat parameter buffers.
+The optimizer uses the blocked kernel on its flat parameter buffers; where the native kernels are built it hands
+them to their C twin (kernels/native.py), one pass per element, the same operations and the same bits.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import math
 import numpy as np
 
 from ..tensor import get_array_module
+from . import native
 from .threads import run_chunks
 
 BLOCK = 1 << 17  # elements per block: 5 float32 arrays of 512 KB stay in cache (32 K: 0.39 s, 128 K: 0.29 s for 163 M)
@@ -51,6 +53,9 @@ def adamw_update_blocked(p, g, m, v, lr: float, b1: float, b2: float, eps: float
     """adamw_update on flat (1-D, contiguous) NumPy arrays, cache block by cache block, across the thread pool."""
     n = p.shape[0]
     assert p.ndim == 1 and p.flags.c_contiguous, "the blocked AdamW works on flat contiguous buffers"
+    if native.usable(p, g, m, v) and all(a.flags.c_contiguous for a in (g, m, v)):
+        native.adamw_update_flat(p, g, m, v, lr, b1, b2, eps, wd, t)  # the same operations in C: the same bits
+        return
 
     def work(lo: int, hi: int) -> None:
         tmp = np.empty(min(block, max(hi - lo, 1)), dtype=p.dtype)  # per-thread scratch

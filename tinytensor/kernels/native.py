@@ -15,6 +15,7 @@ of rows). They differ from the NumPy kernels' bits (other summation orders; floa
 from __future__ import annotations
 
 import ctypes
+import math
 import importlib.machinery
 import os
 import warnings
@@ -48,6 +49,7 @@ _SIGNATURES = {  # name (without the dtype suffix) -> argument types
     "softmax_bwd": [_P, _P, _P, _I, _I],
     "causal_softmax_fwd": [_P, _P, _I, _I, _I, _I, _D],
     "causal_softmax_bwd": [_P, _P, _P, _I, _I, _I, _I, _D],
+    "adamw": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D, _D, _D],
     "gelu_tanh_fwd": [_P, _P, _I],
     "gelu_tanh_bwd": [_P, _P, _P, _I],
     "gelu_erf_fwd": [_P, _P, _P, _I],
@@ -240,6 +242,19 @@ def _causal_rows(fn: Callable, arrays: tuple, tq: int, tk: int, x: float) -> Non
         run_chunks(work, rows, arrays[0].size)
 
 
+# ---------------------------------------------------------------------------------------------- AdamW
+def adamw_update_flat(p, g, m, v, lr: float, b1: float, b2: float, eps: float, wd: float, t: int) -> None:
+    """kernels.adamw.adamw_update in one C pass over flat contiguous buffers (the same bits), across the pool."""
+    step_size, bc2_sqrt = lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)  # as adamw._coefficients
+    decay = 1 - lr * wd if wd else 1.0
+    fn, item, ptrs = _fn("adamw", p.dtype), p.itemsize, [_ptr(a) for a in (p, g, m, v)]
+
+    def work(lo: int, hi: int) -> None:
+        fn(*(q + lo * item for q in ptrs), hi - lo, decay, 1 - b1, b2, 1 - b2, bc2_sqrt, eps, step_size)
+
+    run_chunks(work, p.shape[0], p.shape[0], align=4096)
+
+
 # ---------------------------------------------------------------------------------------------- GELU
 def _elementwise(fn: Callable, arrays: tuple) -> None:
     """Call fn(*pointers offset to elements [lo, hi), hi − lo) over ranges split over the pool (4096-aligned)."""
@@ -305,5 +320,5 @@ def _from_env() -> None:
 _from_env()
 
 __all__ = ["available", "set_native_kernels", "native_kernels", "usable", "UNAVAILABLE", "LN_BLOCK",
-           "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
+           "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward", "adamw_update_flat", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
            "gelu_tanh_backward", "gelu_erf_forward", "gelu_erf_backward", "exp32"]
