@@ -101,12 +101,14 @@ API CLONES void exp_f32(const float *x, float *out, int64_t n)
             }                                                                                                     \
         }                                                                                                         \
     }                                                                                                             \
-    /* dx = rstd·(g − mean_j g − x̂·mean_j(g ⊙ x̂)), g = dout ⊙ w; dw += Σ_rows dout ⊙ x̂, db += Σ_rows dout      \
-     * (accumulated into the caller's buffers: each thread has its own, summed afterwards). dw, db may be NULL. */ \
+    /* dx = rstd·(g − mean_j g − x̂·mean_j(g ⊙ x̂)), g = dout ⊙ w, for rows [r0, r1); dw += Σ dout ⊙ x̂ and        \
+     * db += Σ dout accumulate per block of `block` rows into part[block][0] and part[block][1] (zeroed by the      \
+     * caller, summed over the blocks afterwards: the same bits whichever thread ran which rows). w may be NULL. */ \
     API CLONES void layer_norm_bwd_##SUF(const T *dout, const T *x, const T *w, const T *mean, const T *rstd,   \
-                                         T *dx, T *dw, T *db, int64_t rows, int64_t c)                            \
+                                         T *dx, T *part, int64_t r0, int64_t r1, int64_t c, int64_t block)        \
     {                                                                                                             \
-        for (int64_t i = 0; i < rows; i++) {                                                                      \
+        for (int64_t i = r0; i < r1; i++) {                                                                       \
+            T *dw = part + (i / block) * 2 * c, *db = dw + c; /* this row's block's partial sums */               \
             const T *d = dout + i * c, *xr = x + i * c;                                                           \
             T *o = dx + i * c;                                                                                    \
             T m = mean[i], r = rstd[i], sg = 0, sgx = 0;                                                          \
@@ -135,9 +137,7 @@ API CLONES void exp_f32(const float *x, float *out, int64_t n)
                     o[j] = r * (d[j] - gm - xh * gxm);                                                            \
                 }                                                                                                 \
             }                                                                                                     \
-            if (db) {                                                                                             \
-                _Pragma("omp simd") for (int64_t j = 0; j < c; j++) db[j] += d[j];                                \
-            }                                                                                                     \
+            _Pragma("omp simd") for (int64_t j = 0; j < c; j++) db[j] += d[j];                                    \
         }                                                                                                         \
     }
 

@@ -29,6 +29,18 @@ from .threads import run_chunks
 _LIB_NAME = "_native"
 LN_BLOCK = 32  # rows per partial sum of LayerNorm's dw and db: fixed, so the bits do not depend on the threads
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+# One thread's float32 cost per element (ns, 2-core SkylakeX VM, 2026-12-02), so that a kernel goes to the pool
+# only where its work outweighs the hand-off (~40-60 µs): run_chunks splits at MIN_PARALLEL (2^18) elements of a
+# 0.4 ns/element kernel (~100 µs on one thread), and `_work` scales each kernel's size to that. Measured crossovers:
+# LayerNorm forward ~2^18.5 elements, backward ~2^18, GELU forward ~2^18.5, backward ~2^17.5, softmax forward 2^17.
+_NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16,
+       "causal_softmax_fwd": 0.55, "causal_softmax_bwd": 0.2, "gelu_tanh_fwd": 0.42, "gelu_tanh_bwd": 0.62,
+       "gelu_erf_fwd": 0.8, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
+
+
+def _work(name: str, n: int) -> int:
+    """n elements of kernel `name` as the element count of a 0.4 ns/element kernel (run_chunks' size)."""
+    return int(n * _NS[name] / 0.4)
 
 
 def _find_library() -> Path | None:
@@ -44,7 +56,7 @@ def _find_library() -> Path | None:
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 _SIGNATURES = {  # name (without the dtype suffix) -> argument types
     "layer_norm_fwd": [_P, _P, _P, _P, _P, _P, _I, _I, _D],
-    "layer_norm_bwd": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I],
+    "layer_norm_bwd": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I],
     "softmax_fwd": [_P, _P, _I, _I],
     "softmax_bwd": [_P, _P, _P, _I, _I],
     "causal_softmax_fwd": [_P, _P, _I, _I, _I, _I, _D],
@@ -141,7 +153,7 @@ def layer_norm_forward(x, w=None, b=None, eps: float = 1e-5) -> tuple[Any, Any, 
     def work(lo: int, hi: int) -> None:
         fn(px + lo * c * item, pw, pb, po + lo * c * item, pm + lo * item, pr + lo * item, hi - lo, c, eps)
 
-    run_chunks(work, rows, x.size)
+    run_chunks(work, rows, _work("layer_norm_fwd", x.size))
     return out, mean, rstd
 
 
@@ -157,24 +169,20 @@ def layer_norm_backward(dout, x, w, mean, rstd) -> tuple[Any, Any | None, Any | 
     dx = np.empty_like(x)
     blocks = -(-rows // LN_BLOCK)
     part = np.zeros((blocks, 2, c), dtype=x.dtype)  # [block, (dw, db), C]
-    fn, item = _fn("layer_norm_bwd", x.dtype), x.itemsize
+    fn = _fn("layer_norm_bwd", x.dtype)
     pd, px, pw, pm, pr, pdx, pp = _ptr(dout), _ptr(x), _ptr(w), _ptr(mean), _ptr(rstd), _ptr(dx), _ptr(part)
 
     def work(lo: int, hi: int) -> None:  # lo, hi are block indices
-        for blk in range(lo, hi):
-            r0, r1 = blk * LN_BLOCK, min(rows, (blk + 1) * LN_BLOCK)
-            pdw = pp + (2 * blk) * c * item
-            fn(pd + r0 * c * item, px + r0 * c * item, pw, pm + r0 * item, pr + r0 * item, pdx + r0 * c * item,
-               pdw if w is not None else None, pdw + c * item, r1 - r0, c)
+        fn(pd, px, pw, pm, pr, pdx, pp, lo * LN_BLOCK, min(rows, hi * LN_BLOCK), c, LN_BLOCK)
 
-    run_chunks(work, blocks, x.size)
+    run_chunks(work, blocks, _work("layer_norm_bwd", x.size))
     sums = part.sum(axis=0)  # (2, C): NumPy's pairwise sum over the blocks, in block order
     return dx, (sums[0] if w is not None else None), sums[1]
 
 
 # ---------------------------------------------------------------------------------------------- softmax
 def _rows(fn: Callable, arrays: tuple, c: int, rows: int, size: int) -> None:
-    """Call fn(*pointers offset to rows [lo, hi), hi − lo, c) for row ranges split over the pool."""
+    """Call fn(*pointers offset to rows [lo, hi), hi − lo, c) for row ranges split over the pool (size: _work's)."""
     ptrs, item = [_ptr(a) for a in arrays], arrays[0].itemsize
 
     def work(lo: int, hi: int) -> None:
@@ -189,7 +197,7 @@ def softmax_forward(x) -> Any:
     out = np.empty_like(x)
     c = x.shape[-1] if x.ndim else 1
     if x.size:
-        _rows(_fn("softmax_fwd", x.dtype), (x, out), c, x.size // c, x.size)
+        _rows(_fn("softmax_fwd", x.dtype), (x, out), c, x.size // c, _work("softmax_fwd", x.size))
     return out
 
 
@@ -200,7 +208,7 @@ def softmax_backward(dout, out) -> Any:
     dx = np.empty_like(out)
     c = out.shape[-1] if out.ndim else 1
     if out.size:
-        _rows(_fn("softmax_bwd", out.dtype), (dout, out, dx), c, out.size // c, out.size)
+        _rows(_fn("softmax_bwd", out.dtype), (dout, out, dx), c, out.size // c, _work("softmax_bwd", out.size))
     return dx
 
 
@@ -216,7 +224,7 @@ def causal_softmax_forward(scores, scale: float) -> Any:
         if fn(*args):
             failed.append(args)
 
-    _causal_rows(checked, (scores, scores), tq, tk, scale)
+    _causal_rows(checked, (scores, scores), tq, tk, scale, _work("causal_softmax_fwd", scores.size))
     if failed:
         raise MemoryError(f"causal softmax: no memory for a row buffer of {tk} keys")
     return scores
@@ -226,11 +234,12 @@ def causal_softmax_backward(dp, probs, factor: float) -> Any:
     """dS = factor·P ⊙ (dP − rowsum(dP ⊙ P)) over the allowed keys, 0 beyond, in place over dp (contiguous)."""
     dp = _c(dp, probs.dtype)
     tq, tk = probs.shape[-2], probs.shape[-1]
-    _causal_rows(_fn("causal_softmax_bwd", probs.dtype), (dp, _c(probs), dp), tq, tk, factor)
+    _causal_rows(_fn("causal_softmax_bwd", probs.dtype), (dp, _c(probs), dp), tq, tk, factor,
+                 _work("causal_softmax_bwd", probs.size))
     return dp
 
 
-def _causal_rows(fn: Callable, arrays: tuple, tq: int, tk: int, x: float) -> None:
+def _causal_rows(fn: Callable, arrays: tuple, tq: int, tk: int, x: float, size: int) -> None:
     """fn over row ranges of (..., tq, tk) arrays, each call told its first row (its query index is row mod tq)."""
     ptrs, item = [_ptr(a) for a in arrays], arrays[0].itemsize
     rows = arrays[0].size // tk if tk else 0
@@ -239,7 +248,7 @@ def _causal_rows(fn: Callable, arrays: tuple, tq: int, tk: int, x: float) -> Non
         fn(*(p + lo * tk * item for p in ptrs), lo, hi - lo, tq, tk, x)
 
     if rows:
-        run_chunks(work, rows, arrays[0].size)
+        run_chunks(work, rows, size)
 
 
 # ---------------------------------------------------------------------------------------------- AdamW
@@ -252,26 +261,27 @@ def adamw_update_flat(p, g, m, v, lr: float, b1: float, b2: float, eps: float, w
     def work(lo: int, hi: int) -> None:
         fn(*(q + lo * item for q in ptrs), hi - lo, decay, 1 - b1, b2, 1 - b2, bc2_sqrt, eps, step_size)
 
-    run_chunks(work, p.shape[0], p.shape[0], align=4096)
+    run_chunks(work, p.shape[0], _work("adamw", p.shape[0]), align=4096)
 
 
 # ---------------------------------------------------------------------------------------------- GELU
-def _elementwise(fn: Callable, arrays: tuple) -> None:
-    """Call fn(*pointers offset to elements [lo, hi), hi − lo) over ranges split over the pool (4096-aligned)."""
-    ptrs, item, n = [_ptr(a) for a in arrays], arrays[0].itemsize, arrays[0].size
+def _elementwise(name: str, dtype: Any, arrays: tuple) -> None:
+    """Call kernel `name` on (*pointers offset to elements [lo, hi), hi − lo) over ranges split over the pool
+    (4096-aligned)."""
+    fn, ptrs, item, n = _fn(name, dtype), [_ptr(a) for a in arrays], arrays[0].itemsize, arrays[0].size
 
     def work(lo: int, hi: int) -> None:
         fn(*(p + lo * item for p in ptrs), hi - lo)
 
     if n:
-        run_chunks(work, n, n, align=4096)
+        run_chunks(work, n, _work(name, n), align=4096)
 
 
 def gelu_tanh_forward(x) -> Any:
     """½·x·(1 + tanh u) in C (float32 as x·σ(2u), the same value without the cancellation near tanh u = −1)."""
     x = _c(x)
     out = np.empty_like(x)
-    _elementwise(_fn("gelu_tanh_fwd", x.dtype), (x, out))
+    _elementwise("gelu_tanh_fwd", x.dtype, (x, out))
     return out
 
 
@@ -280,7 +290,7 @@ def gelu_tanh_backward(dout, x) -> Any:
     x = _c(x)
     dout = _c(dout, x.dtype)
     dx = np.empty_like(x)
-    _elementwise(_fn("gelu_tanh_bwd", x.dtype), (dout, x, dx))
+    _elementwise("gelu_tanh_bwd", x.dtype, (dout, x, dx))
     return dx
 
 
@@ -288,7 +298,7 @@ def gelu_erf_forward(x) -> tuple[Any, Any]:
     """x·Φ(x) in C; returns (out, dout/dx = Φ(x) + x·φ(x)), computed in the same pass, so backward is a multiply."""
     x = _c(x)
     out, deriv = np.empty_like(x), np.empty_like(x)
-    _elementwise(_fn("gelu_erf_fwd", x.dtype), (x, out, deriv))
+    _elementwise("gelu_erf_fwd", x.dtype, (x, out, deriv))
     return out, deriv
 
 
@@ -297,7 +307,7 @@ def gelu_erf_backward(dout, deriv) -> Any:
     deriv = _c(deriv)
     dout = _c(dout, deriv.dtype)
     dx = np.empty_like(deriv)
-    _elementwise(_fn("gelu_erf_bwd", deriv.dtype), (dout, deriv, dx))
+    _elementwise("gelu_erf_bwd", deriv.dtype, (dout, deriv, dx))
     return dx
 
 
@@ -305,7 +315,7 @@ def exp32(x) -> np.ndarray:
     """e^x of a float32 array by the C kernels' own exponential (what their float32 softmax and GELU use)."""
     x = _c(x, np.float32)
     out = np.empty_like(x)
-    _elementwise(_fn("exp", np.float32), (x, out))
+    _elementwise("exp", np.float32, (x, out))
     return out
 
 
