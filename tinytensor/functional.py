@@ -29,7 +29,7 @@ from .kernels import sigmoid as _sig
 from .kernels import silu as _silu
 from .kernels import softmax as _sm
 from .ops import cat
-from .tensor import Function, Tensor, _dims, get_array_module
+from .tensor import Function, Tensor, _dims, get_array_module, is_grad_enabled
 
 
 class ShapeError(ValueError, RuntimeError):
@@ -295,7 +295,8 @@ class GELU(Function):
             self.native = True
             if self.tanh:
                 return _native.gelu_tanh_forward(x)
-            out, self.deriv = _native.gelu_erf_forward(x)
+            need = is_grad_enabled() and self.parents[0].requires_grad  # else skip the derivative's work
+            out, self.deriv = _native.gelu_erf_forward(x, need_grad=need)
             self.x = None  # backward needs only the derivative
             return out
         if isinstance(x, np.ndarray):  # the fast in-place NumPy pairs; CuPy keeps the reference ones

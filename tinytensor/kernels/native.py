@@ -35,7 +35,7 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # LayerNorm forward ~2^18.5 elements, backward ~2^18, GELU forward ~2^18.5, backward ~2^17.5, softmax forward 2^17.
 _NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16,
        "causal_softmax_fwd": 0.55, "causal_softmax_bwd": 0.2, "gelu_tanh_fwd": 0.42, "gelu_tanh_bwd": 0.62,
-       "gelu_erf_fwd": 0.8, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
+       "gelu_erf_fwd": 0.55, "gelu_erf_out": 0.45, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
 
 
 def _work(name: str, n: int) -> int:
@@ -130,6 +130,10 @@ def _fn(name: str, dtype: Any) -> Callable:
 
 def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
+
+
+def _offset(p: int | None, k: int) -> int | None:
+    return None if p is None else p + k
 
 
 def _c(a: Any, dtype: Any = None) -> np.ndarray | None:
@@ -268,10 +272,11 @@ def adamw_update_flat(p, g, m, v, lr: float, b1: float, b2: float, eps: float, w
 def _elementwise(name: str, dtype: Any, arrays: tuple) -> None:
     """Call kernel `name` on (*pointers offset to elements [lo, hi), hi − lo) over ranges split over the pool
     (4096-aligned)."""
-    fn, ptrs, item, n = _fn(name, dtype), [_ptr(a) for a in arrays], arrays[0].itemsize, arrays[0].size
+    fn, ptrs, item, n = _fn(name.replace("_out", "_fwd"), dtype), [_ptr(a) for a in arrays], arrays[0].itemsize, \
+        arrays[0].size
 
     def work(lo: int, hi: int) -> None:
-        fn(*(p + lo * item for p in ptrs), hi - lo)
+        fn(*(_offset(p, lo * item) for p in ptrs), hi - lo)
 
     if n:
         run_chunks(work, n, _work(name, n), align=4096)
@@ -294,11 +299,13 @@ def gelu_tanh_backward(dout, x) -> Any:
     return dx
 
 
-def gelu_erf_forward(x) -> tuple[Any, Any]:
-    """x·Φ(x) in C; returns (out, dout/dx = Φ(x) + x·φ(x)), computed in the same pass, so backward is a multiply."""
+def gelu_erf_forward(x, need_grad: bool = True) -> tuple[Any, Any]:
+    """x·Φ(x) in C; returns (out, dout/dx = Φ(x) + x·φ(x)), computed in the same pass so backward is a product, or
+    (out, None) without need_grad (no gradient will be asked for: the derivative is not computed)."""
     x = _c(x)
-    out, deriv = np.empty_like(x), np.empty_like(x)
-    _elementwise("gelu_erf_fwd", x.dtype, (x, out, deriv))
+    out = np.empty_like(x)
+    deriv = np.empty_like(x) if need_grad else None
+    _elementwise("gelu_erf_fwd" if need_grad else "gelu_erf_out", x.dtype, (x, out, deriv))
     return out, deriv
 
 
