@@ -9,11 +9,21 @@ Follows micrograd's engine and tinygrad's `Tensor.backward`, with PyTorch's name
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 _grad_enabled = True
+
+
+def _unique_refs() -> int:
+    """sys.getrefcount of an array held by one local variable only (the count differs between Python versions)."""
+    a = np.empty(1)
+    return sys.getrefcount(a)
+
+
+_UNIQUE_REFS = _unique_refs()
 
 
 def is_grad_enabled() -> bool:
@@ -237,6 +247,10 @@ class Tensor:
                     if buf is not None and buf.shape == g.shape and buf.dtype == g.dtype:
                         buf[...] = g
                         node.grad = Tensor(buf)
+                    elif (isinstance(g, np.ndarray) and g.base is None and g.flags.writeable
+                          and sys.getrefcount(g) == _UNIQUE_REFS):
+                        node.grad = Tensor(g)  # nothing else holds g (no view, no op, not the caller): kept
+                        # as it is, as torch's AccumulateGrad steals a gradient no one else refers to
                     else:
                         node.grad = Tensor(g.copy())
                 else:

@@ -206,3 +206,27 @@ def test_deep_chain_has_no_recursion_limit():
 def test_requires_grad_needs_a_float_dtype():
     with pytest.raises(TypeError, match="floating-point"):
         tt.Tensor(np.arange(3), requires_grad=True)
+
+
+def test_leaf_gradients_never_alias_each_other_or_the_callers_arrays():
+    """The engine keeps a gradient array as .grad without copying only when nothing else refers to it (torch's
+    AccumulateGrad rule): two leaves fed by one op, the caller's upstream gradient, a view, and a leaf used twice
+    each get their own buffer, so writing into one .grad changes no other array."""
+    a, b = (tt.Tensor(np.ones(3), requires_grad=True) for _ in range(2))
+    (a + b).backward(np.ones(3))  # Add hands the same upstream array to both parents
+    assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
+    upstream = np.full((2, 3), 2.0)
+    x = tt.Tensor(np.ones((2, 3)), requires_grad=True)
+    x.backward(upstream)  # the leaf itself: its gradient is the caller's array
+    assert not np.shares_memory(x.grad.numpy(), upstream)
+    y = tt.Tensor(np.ones((2, 3)), requires_grad=True)
+    y.reshape(3, 2).backward(np.ones((3, 2)))  # Reshape's backward returns a view of the upstream gradient
+    assert not np.shares_memory(y.grad.numpy(), upstream)
+    z = tt.Tensor(np.ones(4), requires_grad=True)
+    out = z * 3.0
+    out.backward(np.ones(4))
+    z.grad.data[0] = 99.0
+    np.testing.assert_array_equal(z.grad.numpy(), [99.0, 3.0, 3.0, 3.0])
+    w = tt.Tensor(np.ones(2), requires_grad=True)
+    (w * w).backward(np.ones(2))
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0])  # both uses summed, as before

@@ -31,6 +31,23 @@ API void *PyInit__native(void) { return 0; }
 #define API __attribute__((visibility("default")))
 #endif
 
+/* What the loaded code can use: 3 AVX-512 clones, 2 AVX2+FMA, 1 FMA elsewhere (aarch64), 0 no FMA in hardware.
+ * The float32 kernels lean on fmaf; without the instruction it is a slow library call (30x) and NumPy's own SIMD
+ * loops win, so tinytensor/kernels/native.py turns the C kernels off at 0. */
+API int simd_level(void)
+{
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+    return 0;
+#elif defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #define SQRT_2_OVER_PI 0.7978845608028654
 #define GELU_K 0.044715
 #define INV_SQRT_2PI 0.3989422804014327

@@ -87,6 +87,10 @@ def _load() -> tuple[dict[str, Callable], str | None]:
                 fns[f"{name}_{suffix}"] = fn
         fns["exp_f32"] = lib.exp_f32
         fns["exp_f32"].argtypes, fns["exp_f32"].restype = [_P, _P, _I], None
+        lib.simd_level.argtypes, lib.simd_level.restype = [], ctypes.c_int
+        if lib.simd_level() == 0:
+            return {}, ("this CPU has no fused multiply-add instruction (x86 before Haswell): the C kernels would "
+                        "call a slow library fmaf, so the NumPy kernels run")
         return fns, None
     except (OSError, AttributeError) as e:  # a stale or foreign build: say so, run the NumPy kernels
         return {}, f"the native library {path} could not be loaded ({e}); reinstall the package to rebuild it"
@@ -97,7 +101,7 @@ _enabled = bool(_FNS)
 
 
 def available() -> bool:
-    """Whether the compiled kernels were built and load (`UNAVAILABLE` says why not)."""
+    """Whether the compiled kernels were built, load and suit this CPU (`UNAVAILABLE` says why not)."""
     return bool(_FNS)
 
 
