@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the shared data lives, and how a missing file is reported.
+"""Shared test fixtures: where the shared data lives, and how a missing file is reported; `kernels`, which runs a
+test once on tinytensor's C kernels and once on its NumPy ones.
 
 Data files are found through TINYGPT_DATA_DIR, then ../shared/data beside the project root. On a user's
 machine a missing file skips the test with a reason; under CI (CI=true) it fails, so a green CI never hides
@@ -104,3 +105,27 @@ def fake_cupy(monkeypatch):
     import fakecupy
 
     return fakecupy.install(monkeypatch)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def kernels(request):
+    """The kernel set under test: "native" (tinytensor/csrc/native.c) or "numpy" (the reference kernels)."""
+    from tinytensor.kernels import native
+
+    if request.param == "native" and not native.available():
+        pytest.skip(f"native kernels unavailable: {native.UNAVAILABLE}")  # test_native.py fails under CI instead
+    before = native.native_kernels()
+    native.set_native_kernels(request.param == "native")
+    yield request.param
+    native.set_native_kernels(before)
+
+
+@pytest.fixture
+def numpy_kernels():
+    """The NumPy kernels only, for tests of their own paths (the C kernels are switched back on afterwards)."""
+    from tinytensor.kernels import native
+
+    before = native.native_kernels()
+    native.set_native_kernels(False)
+    yield
+    native.set_native_kernels(before)

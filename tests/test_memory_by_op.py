@@ -2,22 +2,8 @@
 leaves every Function as it found it. No timing is asserted."""
 from __future__ import annotations
 
-import pytest
-
 from benchmarks import memory_by_op
 from benchmarks.common import TRAIN_CONFIGS
-from tinytensor.kernels import native
-
-
-@pytest.fixture(params=["native", "numpy"])
-def kernels(request):
-    """Each kernel set in turn (GELU keeps one array with the C pair, two with the NumPy pair)."""
-    if request.param == "native" and not native.available():
-        pytest.skip(f"native kernels unavailable: {native.UNAVAILABLE}")  # test_native.py fails under CI instead
-    before = native.native_kernels()
-    native.set_native_kernels(request.param == "native")
-    yield request.param
-    native.set_native_kernels(before)
 
 
 def test_kept_bytes_and_clock_restored(kernels):
