@@ -311,3 +311,22 @@ def test_causal_softmax_rows_longer_than_the_stack_buffer_and_overflowing_rows()
     assert saved["fused"]
     want = TF.scaled_dot_product_attention(*(torch.tensor(a) for a in (q, k, v)), is_causal=True).numpy()
     assert_close("out", out, want, 1e-10)
+
+
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_cross_entropy_rows_match_torch_and_refuse_targets_out_of_range(dtype, rtol, two_threads):
+    rng = np.random.default_rng(14)
+    logits = (rng.standard_normal((300, 257)) * 5).astype(dtype)
+    logits[3, :] = -np.inf
+    logits[3, 7] = 2.0  # a row with one finite logit: loss 0 at its target
+    targets = rng.integers(0, 257, 300)
+    targets[3] = 7
+    probs, losses = np.empty_like(logits), np.empty(300, dtype)
+    native.cross_entropy_rows(logits, targets, probs, losses)
+    want = TF.cross_entropy(torch.tensor(logits), torch.tensor(targets), reduction="none").numpy()
+    assert_close("losses", losses, want, rtol)
+    assert_close("probs", probs, torch.softmax(torch.tensor(logits), -1).numpy(), rtol)
+    for bad in (257, -1):
+        targets[5] = bad
+        with pytest.raises(IndexError, match=r"\[0, 257\)"):
+            native.cross_entropy_rows(logits, targets, probs, losses)

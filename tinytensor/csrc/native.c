@@ -199,6 +199,35 @@ LAYER_NORM(double, f64)
 SOFTMAX(float, f32, exp32)
 SOFTMAX(double, f64, exp)
 
+/* The rows of the fused softmax-cross-entropy (tinytensor/kernels/softmax.py): for row r with target t_r,
+ * p = softmax(x_r) into probs and loss_r = log Σ_j e^(x_rj − m) − (x_{r,t_r} − m), m the row maximum. */
+#define CE_ROWS(T, SUF, EXP, LOG)                                                                                 \
+    API CLONES void cross_entropy_rows_##SUF(const T *x, const int64_t *targets, T *probs, T *losses,            \
+                                             int64_t rows, int64_t c)                                             \
+    {                                                                                                             \
+        for (int64_t i = 0; i < rows; i++) {                                                                      \
+            const T *xr = x + i * c;                                                                              \
+            T *o = probs + i * c;                                                                                 \
+            T m = -INFINITY, s = 0;                                                                               \
+            int nan = 0;                                                                                          \
+            _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < c; j++) {           \
+                m = xr[j] > m ? xr[j] : m;                                                                        \
+                nan |= xr[j] != xr[j];                                                                            \
+            }                                                                                                     \
+            if (nan) m = NAN;                                                                                     \
+            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                \
+                o[j] = EXP(xr[j] - m);                                                                            \
+                s += o[j];                                                                                        \
+            }                                                                                                     \
+            losses[i] = LOG(s) - (xr[targets[i]] - m);                                                            \
+            T inv = (T)1 / s;                                                                                     \
+            _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] *= inv;                                      \
+        }                                                                                                         \
+    }
+
+CE_ROWS(float, f32, exp32, logf)
+CE_ROWS(double, f64, exp, log)
+
 /* ---------------------------------------------------------------------------------------------- causal attention
  * The softmax of causal attention's scores (tinytensor/kernels/attention.py), with the scale and the mask fused:
  * rows of tk scores QKᵀ, row r the query i = (row0 + r) mod tq, which may attend to keys j ≤ i (torch's top-left

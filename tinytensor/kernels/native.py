@@ -33,7 +33,7 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # only where its work outweighs the hand-off (~40-60 µs): run_chunks splits at MIN_PARALLEL (2^18) elements of a
 # 0.4 ns/element kernel (~100 µs on one thread), and `_work` scales each kernel's size to that. Measured crossovers:
 # LayerNorm forward ~2^18.5 elements, backward ~2^18, GELU forward ~2^18.5, backward ~2^17.5, softmax forward 2^17.
-_NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16,
+_NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16, "cross_entropy_rows": 0.5,
        "causal_softmax_fwd": 0.55, "causal_softmax_bwd": 0.2, "gelu_tanh_fwd": 0.42, "gelu_tanh_bwd": 0.62,
        "gelu_erf_fwd": 0.55, "gelu_erf_out": 0.45, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
 
@@ -59,6 +59,7 @@ _SIGNATURES = {  # name (without the dtype suffix) -> argument types
     "layer_norm_bwd": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I],
     "softmax_fwd": [_P, _P, _I, _I],
     "softmax_bwd": [_P, _P, _P, _I, _I],
+    "cross_entropy_rows": [_P, _P, _P, _P, _I, _I],
     "causal_softmax_fwd": [_P, _P, _I, _I, _I, _I, _D],
     "causal_softmax_bwd": [_P, _P, _P, _I, _I, _I, _I, _D],
     "adamw": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D, _D, _D],
@@ -220,6 +221,24 @@ def softmax_backward(dout, out) -> Any:
     return dx
 
 
+def cross_entropy_rows(logits, targets, probs, losses) -> None:
+    """softmax of (N, C) logits into probs and loss_r = log Σ e^(x_r − m) − (x_{r,t_r} − m) into losses (N,), for
+    targets (N,) in [0, C) (ignored rows pass 0; their loss is masked by the caller)."""
+    logits = _c(logits)
+    targets = np.ascontiguousarray(targets, dtype=np.int64)
+    n, c = logits.shape
+    if targets.size and (targets.min() < 0 or targets.max() >= c):  # C would read outside the row
+        raise IndexError(f"cross_entropy targets must lie in [0, {c}), got {targets.min()}..{targets.max()}")
+    fn, item = _fn("cross_entropy_rows", logits.dtype), logits.itemsize
+    px, pt, pp, pl = _ptr(logits), _ptr(targets), _ptr(probs), _ptr(losses)
+
+    def work(lo: int, hi: int) -> None:
+        fn(px + lo * c * item, pt + lo * 8, pp + lo * c * item, pl + lo * item, hi - lo, c)
+
+    if logits.size:
+        run_chunks(work, n, _work("cross_entropy_rows", logits.size))
+
+
 def causal_softmax_forward(scores, scale: float) -> Any:
     """Causal attention's P = softmax(scale·S + causal mask) over the last axis of contiguous scores (..., tq, tk),
     tq ≤ tk, in place: the masked entries become 0 and are never read (a nan behind the mask stays out)."""
@@ -341,5 +360,5 @@ def _from_env() -> None:
 _from_env()
 
 __all__ = ["available", "set_native_kernels", "native_kernels", "usable", "UNAVAILABLE", "LN_BLOCK",
-           "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward", "adamw_update_flat", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
+           "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward", "cross_entropy_rows", "adamw_update_flat", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
            "gelu_tanh_backward", "gelu_erf_forward", "gelu_erf_backward", "exp32"]
