@@ -344,6 +344,15 @@ def run_recipe(text: str | None, quick: bool) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- driver
+def _kernels_way() -> str:
+    """Which elementwise kernels this run's numpy backend uses (tinytensor/kernels/native.py)."""
+    from tinytensor.kernels import native
+
+    if native.native_kernels():
+        return "native (C, tinytensor/csrc/native.c)"
+    return f"NumPy ({'switched off' if native.available() else native.UNAVAILABLE})"
+
+
 def _matmul_way() -> str:
     """The engine's way of threading matrix products, in words, as the subprocesses will see it (TINYTENSOR_MATMUL)."""
     way = os.environ.get("TINYTENSOR_MATMUL", "auto")
@@ -404,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
               f"repeats after warm-up; load average at start {meta['load_avg_start']} on {meta['cpus']} CPUs",
               f"- NumPy {np.__version__}; BLAS: {'; '.join(meta['blas'])}; {env_note}",
               f"- torch intra-op threads: {meta['torch_threads']}; tinytensor's matrix products: "
-              f"{_matmul_way()} (tinytensor/kernels/matmul.py), elementwise kernels on its pool of "
-              f"{get_num_threads()} threads", ""]
+              f"{_matmul_way()} (tinytensor/kernels/matmul.py), elementwise kernels {_kernels_way()} on its "
+              f"pool of {get_num_threads()} threads", ""]
     print("\n".join(header), flush=True)
     results: dict[str, Any] = {"meta": meta}
     parts = list(header)

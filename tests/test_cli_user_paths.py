@@ -160,3 +160,29 @@ def test_matmul_threads_flag_sets_the_engine_way_and_gives_the_same_losses(data_
     assert losses["auto"] == losses["pool"]
     rc, _, err = run_cli(capsys, "train", "--matmul-threads", "mkl")
     assert rc == 2 and "invalid choice: 'mkl'" in err and err.count("\n") == 1
+
+
+def test_kernels_flag_switches_the_c_kernels_and_trains_the_same_model(data_file, tmp_path, capsys, monkeypatch):
+    """--kernels numpy runs the NumPy reference kernels, --kernels native the C ones: the same training to float32
+    rounding; asking for native where they were not built is a one-line error naming the cause."""
+    from tinytensor.kernels import native
+
+    losses, before = {}, native.native_kernels()
+    try:
+        for way in ("numpy", "native") if native.available() else ("numpy",):
+            out = tmp_path / way
+            rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", out, "--max-steps", "3",
+                                 "--eval-interval", "3", "--kernels", way, *TINY)
+            assert rc == 0, err
+            assert native.native_kernels() is (way == "native")
+            losses[way] = [json.loads(r)["train_loss"] for r in (out / "metrics.jsonl").read_text().splitlines()
+                           if "val_loss" not in json.loads(r)]
+    finally:
+        native.set_native_kernels(before)
+    if native.available():
+        assert len(losses["numpy"]) == 3 and losses["native"] == pytest.approx(losses["numpy"], rel=1e-5)
+    monkeypatch.setattr(native, "_FNS", {})
+    monkeypatch.setattr(native, "UNAVAILABLE", "the native library was not built (test)")
+    rc, _, err = run_cli(capsys, "train", "--data", data_file, "--out", tmp_path / "x", "--max-steps", "1",
+                         "--kernels", "native", *TINY)
+    assert rc != 0 and "not built" in err

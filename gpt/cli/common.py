@@ -62,6 +62,10 @@ def add_common_args(parser: argparse.ArgumentParser, seed: bool = True) -> None:
                         "over tinytensor's threads, robust on shared cores), blas (OpenBLAS's own threads: faster "
                         "for small models on an idle machine, much slower on busy cores); also env "
                         "TINYTENSOR_MATMUL (tinytensor/kernels/matmul.py)")
+    g.add_argument("--kernels", choices=("native", "numpy"), default=None,
+                   help="numpy backend: LayerNorm, GELU, softmax, cross-entropy and AdamW as the C kernels built at "
+                        "install (native, the default where they were built) or as NumPy calls (numpy, the "
+                        "reference); also env TINYTENSOR_NATIVE=0 (tinytensor/kernels/native.py)")
     if seed:
         g.add_argument("--seed", type=int, default=None, help="random seed (data order, dropout, sampling)")
 
@@ -72,6 +76,13 @@ def make_backend(args: argparse.Namespace) -> backends.Backend:
         from tinytensor.kernels.matmul import set_matmul_threading
 
         set_matmul_threading(args.matmul_threads)
+    if getattr(args, "kernels", None):
+        from tinytensor.kernels.native import set_native_kernels
+
+        try:
+            set_native_kernels(args.kernels == "native")
+        except RuntimeError as e:  # asked for native where they were not built: say why
+            raise ValueError(str(e)) from None
     try:
         return backends.get_backend(args.backend, dtype=args.dtype, device=args.device)
     except (ImportError, RuntimeError) as e:
