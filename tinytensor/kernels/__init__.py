@@ -6,7 +6,9 @@ nothing of `Tensor`; `tinytensor.functional` wraps each pair in a `Function` for
 
 Speed paths, each beside its plain reference: `flash_attention.py` (tiled FlashAttention pair), `adamw.py` (the
 per-tensor update and its cache-blocked twin over flat buffers), `matmul.py` (single-threaded BLAS calls split
-over `threads.py`'s pool), and the in-place GELU pair in `gelu.py`.
+over `threads.py`'s pool), the in-place GELU pair in `gelu.py`, and `native.py`: C twins of LayerNorm, GELU,
+softmax, the cross-entropy's rows and AdamW (tinytensor/csrc/native.c, compiled at install), which the autograd
+wrappers use on NumPy arrays where they were built; the NumPy kernels stay the reference.
 """
 from .attention import attention_backward, attention_forward
 from .dropout import dropout_backward, dropout_forward
