@@ -165,25 +165,29 @@ LAYER_NORM(double, f64)
  * p = e^(x − max)/Σ e^(x − max) along rows of c; dx = p ⊙ (dout − Σ dout ⊙ p) (tinytensor/kernels/softmax.py).
  * A row of −∞ gives nan, as torch. */
 #define SOFTMAX(T, SUF, EXP)                                                                                      \
+    /* one row: o = softmax(x), and *m its maximum; returns Σ e^(x − m) (the cross-entropy's rows need both) */    \
+    static inline T softmax_row_##SUF(const T *xr, T *o, int64_t c, T *m_out)                                     \
+    {                                                                                                             \
+        T m = -INFINITY, s = 0;                                                                                   \
+        int nan = 0;                                                                                              \
+        _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < c; j++) {               \
+            m = xr[j] > m ? xr[j] : m;                                                                            \
+            nan |= xr[j] != xr[j];                                                                                \
+        }                                                                                                         \
+        if (nan) m = NAN;                                                                                         \
+        _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                    \
+            o[j] = EXP(xr[j] - m);                                                                                \
+            s += o[j];                                                                                            \
+        }                                                                                                         \
+        T inv = (T)1 / s;                                                                                         \
+        _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] *= inv;                                          \
+        *m_out = m;                                                                                               \
+        return s;                                                                                                 \
+    }                                                                                                             \
     API CLONES void softmax_fwd_##SUF(const T *x, T *out, int64_t rows, int64_t c)                               \
     {                                                                                                             \
-        for (int64_t i = 0; i < rows; i++) {                                                                      \
-            const T *xr = x + i * c;                                                                              \
-            T *o = out + i * c;                                                                                   \
-            T m = -INFINITY, s = 0;                                                                               \
-            int nan = 0;                                                                                          \
-            _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < c; j++) {           \
-                m = xr[j] > m ? xr[j] : m;                                                                        \
-                nan |= xr[j] != xr[j];                                                                            \
-            }                                                                                                     \
-            if (nan) m = NAN;                                                                                     \
-            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                \
-                o[j] = EXP(xr[j] - m);                                                                            \
-                s += o[j];                                                                                        \
-            }                                                                                                     \
-            T inv = (T)1 / s;                                                                                     \
-            _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] *= inv;                                      \
-        }                                                                                                         \
+        T m;                                                                                                      \
+        for (int64_t i = 0; i < rows; i++) softmax_row_##SUF(x + i * c, out + i * c, c, &m);                      \
     }                                                                                                             \
     API CLONES void softmax_bwd_##SUF(const T *dout, const T *p, T *dx, int64_t rows, int64_t c)                 \
     {                                                                                                             \
@@ -201,32 +205,19 @@ SOFTMAX(double, f64, exp)
 
 /* The rows of the fused softmax-cross-entropy (tinytensor/kernels/softmax.py): for row r with target t_r,
  * p = softmax(x_r) into probs and loss_r = log Σ_j e^(x_rj − m) − (x_{r,t_r} − m), m the row maximum. */
-#define CE_ROWS(T, SUF, EXP, LOG)                                                                                 \
+#define CE_ROWS(T, SUF, LOG)                                                                                      \
     API CLONES void cross_entropy_rows_##SUF(const T *x, const int64_t *targets, T *probs, T *losses,            \
                                              int64_t rows, int64_t c)                                             \
     {                                                                                                             \
         for (int64_t i = 0; i < rows; i++) {                                                                      \
             const T *xr = x + i * c;                                                                              \
-            T *o = probs + i * c;                                                                                 \
-            T m = -INFINITY, s = 0;                                                                               \
-            int nan = 0;                                                                                          \
-            _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < c; j++) {           \
-                m = xr[j] > m ? xr[j] : m;                                                                        \
-                nan |= xr[j] != xr[j];                                                                            \
-            }                                                                                                     \
-            if (nan) m = NAN;                                                                                     \
-            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                \
-                o[j] = EXP(xr[j] - m);                                                                            \
-                s += o[j];                                                                                        \
-            }                                                                                                     \
+            T m, s = softmax_row_##SUF(xr, probs + i * c, c, &m);                                                 \
             losses[i] = LOG(s) - (xr[targets[i]] - m);                                                            \
-            T inv = (T)1 / s;                                                                                     \
-            _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] *= inv;                                      \
         }                                                                                                         \
     }
 
-CE_ROWS(float, f32, exp32, logf)
-CE_ROWS(double, f64, exp, log)
+CE_ROWS(float, f32, logf)
+CE_ROWS(double, f64, log)
 
 /* ---------------------------------------------------------------------------------------------- causal attention
  * The softmax of causal attention's scores (tinytensor/kernels/attention.py), with the scale and the mask fused:
