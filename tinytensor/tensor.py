@@ -265,6 +265,7 @@ class Tensor:
                 assert pg.dtype == p.dtype, f"{type(ctx).__name__} backward gave {pg.dtype} for a {p.dtype} input"
                 prev = grads.get(id(p))
                 grads[id(p)] = pg if prev is None else prev + pg  # out of place: pg may alias another gradient
+            pgrads = pg = prev = None  # hold no gradient here, so a leaf's can be kept without a copy (above)
             if not retain_graph:
                 node._ctx = _FREED  # drops the saved arrays; a second backward through here raises, as in torch
 

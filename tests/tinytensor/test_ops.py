@@ -230,3 +230,23 @@ def test_leaf_gradients_never_alias_each_other_or_the_callers_arrays():
     w = tt.Tensor(np.ones(2), requires_grad=True)
     (w * w).backward(np.ones(2))
     np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0])  # both uses summed, as before
+
+
+def test_a_gradient_no_one_else_holds_is_kept_as_the_leafs_grad():
+    """The other half of the rule above: the array an op's backward made, held by nothing else, becomes the leaf's
+    .grad as it is (no copy), also when the leaf comes right after that op in the backward order."""
+    made = []  # the id of the array backward returned (holding the array itself would be a second reference)
+
+    class Twice(tt.Function):
+        def forward(self, x):
+            return 2.0 * x
+
+        def backward(self, g):
+            dx = 2.0 * g
+            made.append(id(dx))
+            return (dx,)
+
+    x = tt.Tensor(np.ones(3), requires_grad=True)
+    Twice.apply(x).backward(np.ones(3))
+    assert id(x.grad.data) == made[0]  # the same array, alive as .grad (so its id cannot have been reused)
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
