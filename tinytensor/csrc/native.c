@@ -83,6 +83,36 @@ static inline float exp32(float x)
     return x != x ? x : y;
 }
 
+/* σ(−t) = 1/(1 + e^t) for the GELUs, and e^t·σ(−t) = 1 − σ(−t) in *es: exp32's steps on t clamped to [−87, 88],
+ * where 2^n is one normal scale factor (n in [−126, 127]) and e^t cannot overflow, so none of exp32's range
+ * selects are needed (they were a quarter of exact GELU's loop). Outside: t < −87 gives σ = 1 (e^t < 2^−125, far
+ * under float32's spacing at 1) and es = 0; t > 88 gives σ = 0 and es = 0, the limits exp32 reached through inf;
+ * a nan t gives σ = 1, and the callers' x carries the nan into their results. */
+static inline float sigmoid_neg32(float t, float *es)
+{
+    float tc = t > -87.0f ? t : -87.0f;
+    tc = tc < 88.0f ? tc : 88.0f;
+    float n = rintf(tc * 1.44269504088896341f);
+    float r = fmaf(n, -0.693145751953125f, tc);
+    r = fmaf(n, -1.428606765330187e-06f, r);
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    int32_t b = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &b, 4);
+    float e = p * scale;
+    float s = 1.0f / (1.0f + e);
+    s = t > 88.0f ? 0.0f : s;
+    *es = t < -87.0f ? 0.0f : e * s;
+    return s;
+}
+
 /* e^x elementwise by exp32 (the tests check it against float64 over float32's whole range) */
 API CLONES void exp_f32(const float *x, float *out, int64_t n)
 {
@@ -364,9 +394,7 @@ static inline float gelu_erf_parts32(float x, float *dphi)
     q = fmaf(q, w, 5.0f * G32[2]);
     q = fmaf(q, w, 3.0f * G32[1]);
     q = fmaf(q, w, G32[0]);
-    float e = exp32(-2.0f * x * p);
-    float s = 1.0f / (1.0f + e);
-    float es = e < 1e30f ? e * s : 1.0f; /* e·σ = 1 − σ; where e is huge (σ = 0) its limit 1 */
+    float es, s = sigmoid_neg32(-2.0f * x * p, &es);
     *dphi = 2.0f * q * es * s;
     return s;
 }
@@ -378,7 +406,8 @@ API CLONES void gelu_tanh_fwd_f32(const float *x, float *out, int64_t n)
     for (int64_t i = 0; i < n; i++) {
         float xi = x[i];
         float u = xi * fmaf(ck * xi, xi, c);
-        out[i] = xi / (1.0f + exp32(-2.0f * u));
+        float es;
+        out[i] = xi * sigmoid_neg32(-2.0f * u, &es);
     }
 }
 
@@ -389,9 +418,7 @@ API CLONES void gelu_tanh_bwd_f32(const float *dout, const float *x, float *dx, 
     for (int64_t i = 0; i < n; i++) {
         float xi = x[i];
         float u = xi * fmaf(ck * xi, xi, c);
-        float e = exp32(-2.0f * u);
-        float s = 1.0f / (1.0f + e);
-        float es = e < 1e30f ? e * s : 1.0f; /* e·σ = 1 − σ; where e is huge (σ = 0) its limit 1 */
+        float es, s = sigmoid_neg32(-2.0f * u, &es);
         float du = fmaf(3.0f * ck * xi, xi, c);
         dx[i] = dout[i] * (s + 2.0f * xi * es * s * du);
     }
