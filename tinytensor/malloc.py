@@ -8,6 +8,10 @@ per step of the tiny config and ~13,000 of the shakespeare-char one, a third of 
 thresholds (mallopt(3), M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; the glibc manual's "Memory Allocation Tunables")
 serves those arrays from the heap and keeps the freed pages for reuse. Arrays above 32 MiB (the 124M model's
 logits, the optimizer's flat buffers) are still mapped and unmapped on their own, so the peak stays the same.
+The trim threshold stays at 64 MiB although a larger one would keep more: the activations a forward pass saves
+are freed by its backward, and the 124M model at batch 2x256 gives ~300 MB back and faults it in again on the next
+forward (78,000 faults per step); at 1 GiB that went under 100, but the process's peak (VmHWM) grew by 40-55 MB
+(the retained heap fragments), and a larger peak is the cost this module must not add (benchmarks/NOTES.md).
 """
 from __future__ import annotations
 
