@@ -20,12 +20,8 @@ Every way computes the same sums up to the order BLAS's micro-kernels take: the 
 (all of the small models' 2-D products here) they give the same bits. "auto" only chooses where they do: it runs a
 product of a new shape and layout once both ways on random operands (`ways_agree`) and leaves the product to the
 pool unless the bits are equal, so its results are the pool's, bit for bit, whatever it picks, and a run repeats
-itself and resumes exactly. Batched operands with other strides (attention's heads) and products whose probe
-would hold more than AUTO_MAX_PROBE_BYTES (the 124M model's vocabulary products: 360 MB of random operands and
-outputs, a peak of its own) stay with the pool. Large products are not left to the pool by size: on an idle
-machine BLAS's threads ran the 124M model's block products 7-14% faster (they share one packed copy of b, where
-each pool thread packs its own; 2026-12-02, SkylakeX kernels, benchmarks/NOTES.md). CuPy arrays go straight to
-`a @ b`.
+itself and resumes exactly. Batched operands with other strides (attention's heads) and products above
+AUTO_MAX_MACS stay with the pool. CuPy arrays go straight to `a @ b`.
 """
 from __future__ import annotations
 
@@ -129,8 +125,10 @@ def _record(size_class: int, way: int, seconds_per_mac: float) -> None:
         st[way] = seconds_per_mac if not st[way] else 0.75 * st[way] + 0.25 * seconds_per_mac
 
 
-AUTO_MAX_PROBE_BYTES = 32 << 20  # "auto" leaves a product to the pool when its probe (random operands of both
-# shapes and the two outputs) would take more memory than this, so the probe never sets the process's peak
+AUTO_MAX_MACS = 1 << 27  # "auto" leaves larger products to the pool (a probe would cost ~1 ms+). Alone, BLAS's
+# threads ran the 124M model's block products 7-14% faster (they pack b once for both threads), but letting "auto"
+# choose them made whole steps slower: small config 0.56-0.60 s against the pool's 0.45-0.49, 124M 2.10-2.72 s
+# against 2.11-2.24 (2026-12-02, fresh processes, a VM with stolen time; benchmarks/NOTES.md)
 _AGREE: dict[tuple, bool] = {}  # (shapes, layouts, dtypes, thread counts) -> do the two ways give the same bits?
 _PROBE = np.random.default_rng(20261202)
 
@@ -143,14 +141,10 @@ def _layout(x: np.ndarray) -> str | None:
 
 
 def _probe_array(x: np.ndarray, layout: str) -> np.ndarray:
-    """Random values with x's shape, dtype and layout (drawn in x's dtype where it is float32 or float64, so no
-    float64 copy is made on the way)."""
-    shape = x.shape if layout == "C" else x.swapaxes(-1, -2).shape
-    if x.dtype in (np.float32, np.float64):
-        r = _PROBE.standard_normal(shape, dtype=x.dtype)
-    else:
-        r = _PROBE.standard_normal(shape).astype(x.dtype)
-    return r if layout == "C" else r.swapaxes(-1, -2)
+    """Random values with x's shape, dtype and layout."""
+    if layout == "C":
+        return _PROBE.standard_normal(x.shape).astype(x.dtype)
+    return _PROBE.standard_normal(x.swapaxes(-1, -2).shape).astype(x.dtype).swapaxes(-1, -2)
 
 
 def ways_agree(a: np.ndarray, b: np.ndarray) -> bool:
@@ -177,8 +171,7 @@ def matmul(a: Any, b: Any) -> Any:
     if _mode == "blas":
         return a @ b
     macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * math.prod(a.shape[:-2])
-    probe_bytes = (a.size + b.size + 2 * macs // max(a.shape[-1], 1)) * max(a.itemsize, b.itemsize)
-    if probe_bytes > AUTO_MAX_PROBE_BYTES or not ways_agree(a, b):  # a choice that could change the bits: never
+    if macs > AUTO_MAX_MACS or not ways_agree(a, b):  # a choice that could change the bits is never made
         return _pool_matmul(a, b)
     size_class = int(math.log2(max(macs, 1)))
     way = _choose(size_class)
@@ -231,4 +224,4 @@ else:
                   f"using auto", stacklevel=2)
 
 __all__ = ["matmul", "single_threaded_blas", "set_matmul_threading", "get_matmul_threading", "ways_agree", "MODES",
-           "EXPLORE", "AUTO_MAX_PROBE_BYTES", "PARALLEL_MACS", "PARALLEL_GEMV"]
+           "EXPLORE", "AUTO_MAX_MACS", "PARALLEL_MACS", "PARALLEL_GEMV"]
