@@ -32,13 +32,14 @@ ROWS = [(1, 1), (3, 5), (37, 64), (2, 40, 768)]  # C = 1; odd sizes; rows not a 
 
 @pytest.fixture
 def two_threads():
-    """The pool on with 2 threads and no size threshold, so small arrays take the split paths."""
-    before = threads.get_num_threads(), threads.MIN_PARALLEL
+    """The pool on with 2 threads, no size threshold and no timing-based choice, so small arrays take the split
+    paths."""
+    before = threads.get_num_threads(), threads.MIN_PARALLEL, native.ADAPTIVE
     threads.set_num_threads(2)
-    threads.MIN_PARALLEL = 1
+    threads.MIN_PARALLEL, native.ADAPTIVE = 1, False
     yield
     threads.set_num_threads(before[0])
-    threads.MIN_PARALLEL = before[1]
+    threads.MIN_PARALLEL, native.ADAPTIVE = before[1:]
 
 
 def _t(a):
@@ -211,16 +212,16 @@ def test_bits_repeat_at_one_and_two_threads(op):
         out, d = native.gelu_erf_forward(x)
         return out, native.gelu_erf_backward(dout, d)
 
-    before = threads.get_num_threads(), threads.MIN_PARALLEL
+    before = threads.get_num_threads(), threads.MIN_PARALLEL, native.ADAPTIVE
     try:
         threads.set_num_threads(1)
         one = run()
         threads.set_num_threads(2)
-        threads.MIN_PARALLEL = 1
+        threads.MIN_PARALLEL, native.ADAPTIVE = 1, False
         two = run()
     finally:
         threads.set_num_threads(before[0])
-        threads.MIN_PARALLEL = before[1]
+        threads.MIN_PARALLEL, native.ADAPTIVE = before[1:]
     for a, b2 in zip(one, two):
         np.testing.assert_array_equal(a, b2)
 
@@ -330,3 +331,21 @@ def test_cross_entropy_rows_match_torch_and_refuse_targets_out_of_range(dtype, r
         targets[5] = bad
         with pytest.raises(IndexError, match=r"\[0, 257\)"):
             native.cross_entropy_rows(logits, targets, probs, losses)
+
+
+def test_the_timed_choice_between_one_thread_and_the_pool_keeps_the_bits(monkeypatch):
+    """Above the size threshold each kernel runs on one thread or on the pool, whichever its own timings say is
+    faster (threads.WayTimer); both ways are taken while it learns, and every call gives the same bits."""
+    monkeypatch.setattr(native, "ADAPTIVE", True)
+    monkeypatch.setattr(native, "_TIMER", threads.WayTimer())
+    before = threads.get_num_threads()
+    threads.set_num_threads(2)
+    try:
+        x = np.random.default_rng(5).standard_normal((64, 4096)).astype(np.float32)  # above the threshold
+        outs = [native.gelu_tanh_forward(x) for _ in range(6)]
+    finally:
+        threads.set_num_threads(before)
+    (key, st), = native._TIMER.stats.items()
+    assert key[0] == "gelu_tanh_fwd" and st[2] == 6 and st[3] >= 2 and st[4] >= 2  # both ways timed twice or more
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])

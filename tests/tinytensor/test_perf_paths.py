@@ -11,19 +11,22 @@ import tinytensor.functional as F
 from tinytensor import optim
 from tinytensor.kernels import adamw as kadamw
 from tinytensor.kernels import matmul as kmatmul
+from tinytensor.kernels import native
 from tinytensor.kernels import threads
 
 
 @pytest.fixture
 def two_threads():
     """Force the pool on (2 threads) and tiny thresholds, so small test arrays take the parallel code paths."""
-    before = (threads.get_num_threads(), threads.MIN_PARALLEL, kmatmul.PARALLEL_MACS, kmatmul.PARALLEL_GEMV)
+    before = (threads.get_num_threads(), threads.MIN_PARALLEL, kmatmul.PARALLEL_MACS, kmatmul.PARALLEL_GEMV,
+              native.ADAPTIVE)
     threads.set_num_threads(2)
     threads.MIN_PARALLEL = kmatmul.MIN_PARALLEL = kmatmul.PARALLEL_MACS = kmatmul.PARALLEL_GEMV = 1
+    native.ADAPTIVE = False  # the C kernels split too, whatever their timings would choose
     yield
     threads.set_num_threads(before[0])
     threads.MIN_PARALLEL = kmatmul.MIN_PARALLEL = before[1]
-    kmatmul.PARALLEL_MACS, kmatmul.PARALLEL_GEMV = before[2:]
+    kmatmul.PARALLEL_MACS, kmatmul.PARALLEL_GEMV, native.ADAPTIVE = before[2:]
 
 
 def _rel(a, b) -> float:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .threads import MIN_PARALLEL, get_num_threads, run_chunks
+from .threads import EXPLORE, MIN_PARALLEL, WayTimer, get_num_threads, run_chunks
 
 PARALLEL_MACS = 1 << 24  # multiply-adds (~0.17 ms on one core) below which one thread does the whole product:
 # split in two, 768x128 @ 128x128 (12.6M) took 169-179 µs against 123-144 whole, 768x128 @ 128x257 (25M) 228-304
@@ -84,9 +84,9 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 MODES = ("auto", "pool", "blas")
-EXPLORE = 64  # the slower way is re-timed once per EXPLORE x (its slowdown) calls of a size class
 _mode = "auto"
-_stats: dict[int, list[float]] = {}  # size class -> [pool s/MAC, blas s/MAC, calls, pool timings, blas timings]
+_TIMER = WayTimer()  # way 0: the pool, way 1: BLAS's threads (threads.py has the rule)
+_stats = _TIMER.stats  # size class -> [pool s/MAC, blas s/MAC, calls, pool timings, blas timings]
 
 
 def set_matmul_threading(mode: str) -> None:
@@ -104,25 +104,7 @@ def get_matmul_threading() -> str:
     return _mode
 
 
-def _choose(size_class: int) -> int:
-    """0 (pool) or 1 (blas) for the next product of this size class: both ways alternately until each has two
-    timings, then the faster, with the slower re-timed once per max(EXPLORE, 100·(slowdown − 1)) calls (at most
-    64·EXPLORE): each re-timing costs (slowdown − 1) products' worth, so exploring costs ~1% of the class's time."""
-    st = _stats.setdefault(size_class, [0.0, 0.0, 0, 0, 0])
-    st[2] += 1
-    if st[3] < 2 or st[4] < 2:
-        return 0 if st[3] <= st[4] else 1
-    best = 0 if st[0] <= st[1] else 1
-    interval = min(64 * EXPLORE, max(EXPLORE, int(100 * (st[1 - best] / st[best] - 1))))
-    return 1 - best if st[2] % interval == 0 else best
-
-
-def _record(size_class: int, way: int, seconds_per_mac: float) -> None:
-    """Average a timing into its way's estimate; each way's first timing (thread start-up, cold caches) is dropped."""
-    st = _stats[size_class]
-    st[3 + way] += 1
-    if st[3 + way] > 1:
-        st[way] = seconds_per_mac if not st[way] else 0.75 * st[way] + 0.25 * seconds_per_mac
+_choose, _record = _TIMER.choose, _TIMER.record  # per size class ⌊log₂ multiply-adds⌋
 
 
 AUTO_MAX_MACS = 1 << 27  # "auto" leaves larger products to the pool (a probe would cost ~1 ms+). Alone, BLAS's

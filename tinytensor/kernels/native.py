@@ -18,13 +18,15 @@ import ctypes
 import math
 import importlib.machinery
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .threads import run_chunks
+from . import threads
+from .threads import WayTimer, run_chunks
 
 _LIB_NAME = "_native"
 LN_BLOCK = 32  # rows per partial sum of LayerNorm's dw and db: fixed, so the bits do not depend on the threads
@@ -41,6 +43,29 @@ _NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softm
 def _work(name: str, n: int) -> int:
     """n elements of kernel `name` as the element count of a 0.4 ns/element kernel (run_chunks' size)."""
     return int(n * _NS[name] / 0.4)
+
+
+ADAPTIVE = True  # False: split wherever run_chunks would (the tests set it, to run the split paths at every size)
+_TIMER = WayTimer()  # per (kernel, size class): way 0 one thread, way 1 the pool
+
+
+def _split(name: str, work: Callable[[int, int], None], n: int, size: int, align: int = 1) -> None:
+    """run_chunks(work, n, size, align), except that where it would split, the faster of one thread and the pool
+    for this kernel and size runs, from the calls' own timings (threads.WayTimer). The crossovers in _NS were
+    measured on an idle machine; when the VM's cores wake slowly (stolen time) the hand-off costs more than the
+    split saves: LayerNorm's backward at (2,256,768) took 0.15 ms on one thread and 0.2-0.4 ms on two. Rows and
+    elements are independent and LayerNorm's dw, db are summed over fixed blocks, so both ways give the same bits."""
+    if not ADAPTIVE or size < threads.MIN_PARALLEL or threads.get_num_threads() == 1:
+        run_chunks(work, n, size, align)
+        return
+    key = (name, size.bit_length())
+    way = _TIMER.choose(key)
+    t0 = time.perf_counter()
+    if way:
+        run_chunks(work, n, size, align)
+    else:
+        work(0, n)
+    _TIMER.record(key, way, (time.perf_counter() - t0) / max(n, 1))
 
 
 def _find_library() -> Path | None:
@@ -162,7 +187,7 @@ def layer_norm_forward(x, w=None, b=None, eps: float = 1e-5) -> tuple[Any, Any, 
     def work(lo: int, hi: int) -> None:
         fn(px + lo * c * item, pw, pb, po + lo * c * item, pm + lo * item, pr + lo * item, hi - lo, c, eps)
 
-    run_chunks(work, rows, _work("layer_norm_fwd", x.size))
+    _split("layer_norm_fwd", work, rows, _work("layer_norm_fwd", x.size))
     return out, mean, rstd
 
 
@@ -184,20 +209,22 @@ def layer_norm_backward(dout, x, w, mean, rstd) -> tuple[Any, Any | None, Any | 
     def work(lo: int, hi: int) -> None:  # lo, hi are block indices
         fn(pd, px, pw, pm, pr, pdx, pp, lo * LN_BLOCK, min(rows, hi * LN_BLOCK), c, LN_BLOCK)
 
-    run_chunks(work, blocks, _work("layer_norm_bwd", x.size))
+    _split("layer_norm_bwd", work, blocks, _work("layer_norm_bwd", x.size))
     sums = part.sum(axis=0)  # (2, C): NumPy's pairwise sum over the blocks, in block order
     return dx, (sums[0] if w is not None else None), sums[1]
 
 
 # ---------------------------------------------------------------------------------------------- softmax
-def _rows(fn: Callable, arrays: tuple, c: int, rows: int, size: int) -> None:
-    """Call fn(*pointers offset to rows [lo, hi), hi − lo, c) for row ranges split over the pool (size: _work's)."""
+def _rows(name: str, arrays: tuple, c: int, rows: int, size: int) -> None:
+    """Call kernel `name` on (*pointers offset to rows [lo, hi), hi − lo, c) for row ranges split over the pool
+    (size: _work's)."""
+    fn = _fn(name, arrays[0].dtype)
     ptrs, item = [_ptr(a) for a in arrays], arrays[0].itemsize
 
     def work(lo: int, hi: int) -> None:
         fn(*(p + lo * c * item for p in ptrs), hi - lo, c)
 
-    run_chunks(work, rows, size)
+    _split(name, work, rows, size)
 
 
 def softmax_forward(x) -> Any:
@@ -206,7 +233,7 @@ def softmax_forward(x) -> Any:
     out = np.empty_like(x)
     c = x.shape[-1] if x.ndim else 1
     if x.size:
-        _rows(_fn("softmax_fwd", x.dtype), (x, out), c, x.size // c, _work("softmax_fwd", x.size))
+        _rows("softmax_fwd", (x, out), c, x.size // c, _work("softmax_fwd", x.size))
     return out
 
 
@@ -217,7 +244,7 @@ def softmax_backward(dout, out) -> Any:
     dx = np.empty_like(out)
     c = out.shape[-1] if out.ndim else 1
     if out.size:
-        _rows(_fn("softmax_bwd", out.dtype), (dout, out, dx), c, out.size // c, _work("softmax_bwd", out.size))
+        _rows("softmax_bwd", (dout, out, dx), c, out.size // c, _work("softmax_bwd", out.size))
     return dx
 
 
@@ -236,7 +263,7 @@ def cross_entropy_rows(logits, targets, probs, losses) -> None:
         fn(px + lo * c * item, pt + lo * 8, pp + lo * c * item, pl + lo * item, hi - lo, c)
 
     if logits.size:
-        run_chunks(work, n, _work("cross_entropy_rows", logits.size))
+        _split("cross_entropy_rows", work, n, _work("cross_entropy_rows", logits.size))
 
 
 def causal_softmax_forward(scores, scale: float) -> Any:
@@ -251,7 +278,8 @@ def causal_softmax_forward(scores, scale: float) -> Any:
         if fn(*args):
             failed.append(args)
 
-    _causal_rows(checked, (scores, scores), tq, tk, scale, _work("causal_softmax_fwd", scores.size))
+    _causal_rows("causal_softmax_fwd", checked, (scores, scores), tq, tk, scale,
+                 _work("causal_softmax_fwd", scores.size))
     if failed:
         raise MemoryError(f"causal softmax: no memory for a row buffer of {tk} keys")
     return scores
@@ -261,12 +289,12 @@ def causal_softmax_backward(dp, probs, factor: float) -> Any:
     """dS = factor·P ⊙ (dP − rowsum(dP ⊙ P)) over the allowed keys, 0 beyond, in place over dp (contiguous)."""
     dp = _c(dp, probs.dtype)
     tq, tk = probs.shape[-2], probs.shape[-1]
-    _causal_rows(_fn("causal_softmax_bwd", probs.dtype), (dp, _c(probs), dp), tq, tk, factor,
-                 _work("causal_softmax_bwd", probs.size))
+    _causal_rows("causal_softmax_bwd", _fn("causal_softmax_bwd", probs.dtype), (dp, _c(probs), dp), tq, tk,
+                 factor, _work("causal_softmax_bwd", probs.size))
     return dp
 
 
-def _causal_rows(fn: Callable, arrays: tuple, tq: int, tk: int, x: float, size: int) -> None:
+def _causal_rows(name: str, fn: Callable, arrays: tuple, tq: int, tk: int, x: float, size: int) -> None:
     """fn over row ranges of (..., tq, tk) arrays, each call told its first row (its query index is row mod tq)."""
     ptrs, item = [_ptr(a) for a in arrays], arrays[0].itemsize
     rows = arrays[0].size // tk if tk else 0
@@ -275,7 +303,7 @@ def _causal_rows(fn: Callable, arrays: tuple, tq: int, tk: int, x: float, size: 
         fn(*(p + lo * tk * item for p in ptrs), lo, hi - lo, tq, tk, x)
 
     if rows:
-        run_chunks(work, rows, size)
+        _split(name, work, rows, size)
 
 
 # ---------------------------------------------------------------------------------------------- AdamW
@@ -288,7 +316,7 @@ def adamw_update_flat(p, g, m, v, lr: float, b1: float, b2: float, eps: float, w
     def work(lo: int, hi: int) -> None:
         fn(*(q + lo * item for q in ptrs), hi - lo, decay, 1 - b1, b2, 1 - b2, bc2_sqrt, eps, step_size)
 
-    run_chunks(work, p.shape[0], _work("adamw", p.shape[0]), align=4096)
+    _split("adamw", work, p.shape[0], _work("adamw", p.shape[0]), align=4096)
 
 
 # ---------------------------------------------------------------------------------------------- GELU
@@ -302,7 +330,7 @@ def _elementwise(name: str, dtype: Any, arrays: tuple) -> None:
         fn(*(_offset(p, lo * item) for p in ptrs), hi - lo)
 
     if n:
-        run_chunks(work, n, _work(name, n), align=4096)
+        _split(name, work, n, _work(name, n), align=4096)
 
 
 def gelu_tanh_forward(x) -> Any:

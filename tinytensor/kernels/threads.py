@@ -103,6 +103,38 @@ def run_chunks(fn: Callable[[int, int], None], n: int, size: int, align: int = 1
         busy.release()
 
 
+EXPLORE = 64  # a WayTimer re-times its slower way once per EXPLORE x (that way's slowdown) calls of a size class
+
+
+class WayTimer:
+    """The faster of two ways to run a kernel (way 0 and way 1: the pool and BLAS's threads for a product, one
+    thread and the pool for a C kernel), per size class, from the calls' own timings: each way alternately until it
+    has two timings, then the faster, with the slower re-timed once per max(EXPLORE, 100·(slowdown − 1)) calls (at
+    most 64·EXPLORE): each re-timing costs (slowdown − 1) calls' worth, so exploring costs ~1% of the class's time,
+    and a change in the machine (other load, a slower wake-up of idle cores) is noticed within that many calls."""
+
+    def __init__(self) -> None:
+        self.stats: dict = {}  # size class -> [way-0 s/unit, way-1 s/unit, calls, way-0 timings, way-1 timings]
+
+    def choose(self, size_class) -> int:
+        """0 or 1: which way the next call of this size class takes."""
+        st = self.stats.setdefault(size_class, [0.0, 0.0, 0, 0, 0])
+        st[2] += 1
+        if st[3] < 2 or st[4] < 2:
+            return 0 if st[3] <= st[4] else 1
+        best = 0 if st[0] <= st[1] else 1
+        interval = min(64 * EXPLORE, max(EXPLORE, int(100 * (st[1 - best] / st[best] - 1))))
+        return 1 - best if st[2] % interval == 0 else best
+
+    def record(self, size_class, way: int, seconds_per_unit: float) -> None:
+        """Average a timing into its way's estimate; each way's first timing (thread start-up, cold caches) is
+        dropped."""
+        st = self.stats[size_class]
+        st[3 + way] += 1
+        if st[3 + way] > 1:
+            st[way] = seconds_per_unit if not st[way] else 0.75 * st[way] + 0.25 * seconds_per_unit
+
+
 def _bounds(n: int, k: int, align: int) -> list[tuple[int, int]]:
     """k contiguous ranges over [0, n) on multiples of align; the caller's (the first) is LEAD larger than the rest."""
     units = -(-n // align)
