@@ -57,13 +57,13 @@ API int simd_level(void)
  * so r is exact to float32 rounding). e^r by its Taylor polynomial to r⁷ (the remainder below r⁸/8! ≈ 5e-9 of
  * e^r, under float32's relative spacing of 6e-8). 2^n is built in the exponent bits in two factors so that the
  * full range, denormals included, comes out right: n runs from −150 (x = −104, where e^x rounds to 0) to 128. */
-static inline float exp32(float x)
+/* e^r for the reduced argument of xc (already clamped by the caller), and n in *n: the part exp32 and
+ * sigmoid_neg32 share */
+static inline float exp32_reduced(float xc, float *n)
 {
-    float xc = x > -104.0f ? x : -104.0f; /* written as selects (a nan becomes −104 here, and nan at the end): */
-    xc = xc < 88.72283f ? xc : 88.72283f; /* fminf/fmaxf would be calls, and the loops would not vectorise */
-    float n = rintf(xc * 1.44269504088896341f);
-    float r = fmaf(n, -0.693145751953125f, xc);
-    r = fmaf(n, -1.428606765330187e-06f, r);
+    float k = rintf(xc * 1.44269504088896341f);
+    float r = fmaf(k, -0.693145751953125f, xc);
+    r = fmaf(k, -1.428606765330187e-06f, r);
     float p = 1.0f / 5040.0f;
     p = fmaf(p, r, 1.0f / 720.0f);
     p = fmaf(p, r, 1.0f / 120.0f);
@@ -72,6 +72,15 @@ static inline float exp32(float x)
     p = fmaf(p, r, 0.5f);
     p = fmaf(p, r, 1.0f);
     p = fmaf(p, r, 1.0f);
+    *n = k;
+    return p;
+}
+
+static inline float exp32(float x)
+{
+    float xc = x > -104.0f ? x : -104.0f; /* written as selects (a nan becomes −104 here, and nan at the end): */
+    xc = xc < 88.72283f ? xc : 88.72283f; /* fminf/fmaxf would be calls, and the loops would not vectorise */
+    float n, p = exp32_reduced(xc, &n);
     int32_t ni = (int32_t)n;
     int32_t n1 = ni >> 1, n2 = ni - n1;
     int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
@@ -92,17 +101,7 @@ static inline float sigmoid_neg32(float t, float *es)
 {
     float tc = t > -87.0f ? t : -87.0f;
     tc = tc < 88.0f ? tc : 88.0f;
-    float n = rintf(tc * 1.44269504088896341f);
-    float r = fmaf(n, -0.693145751953125f, tc);
-    r = fmaf(n, -1.428606765330187e-06f, r);
-    float p = 1.0f / 5040.0f;
-    p = fmaf(p, r, 1.0f / 720.0f);
-    p = fmaf(p, r, 1.0f / 120.0f);
-    p = fmaf(p, r, 1.0f / 24.0f);
-    p = fmaf(p, r, 1.0f / 6.0f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
+    float n, p = exp32_reduced(tc, &n);
     int32_t b = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &b, 4);
