@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable
+from typing import Callable, Hashable
 
 MIN_PARALLEL = 1 << 18  # elements (1 MB of float32): below, a hand-off to the pool costs more than it saves
 LEAD = 0.15  # the caller's range is this much longer than a worker's: a worker starts later (woken by the OS)
@@ -114,9 +114,10 @@ class WayTimer:
     and a change in the machine (other load, a slower wake-up of idle cores) is noticed within that many calls."""
 
     def __init__(self) -> None:
-        self.stats: dict = {}  # size class -> [way-0 s/unit, way-1 s/unit, calls, way-0 timings, way-1 timings]
+        # size class -> [way-0 s/unit, way-1 s/unit, calls, way-0 timings, way-1 timings]
+        self.stats: dict[Hashable, list] = {}
 
-    def choose(self, size_class) -> int:
+    def choose(self, size_class: Hashable) -> int:
         """0 or 1: which way the next call of this size class takes."""
         st = self.stats.setdefault(size_class, [0.0, 0.0, 0, 0, 0])
         st[2] += 1
@@ -126,7 +127,7 @@ class WayTimer:
         interval = min(64 * EXPLORE, max(EXPLORE, int(100 * (st[1 - best] / st[best] - 1))))
         return 1 - best if st[2] % interval == 0 else best
 
-    def record(self, size_class, way: int, seconds_per_unit: float) -> None:
+    def record(self, size_class: Hashable, way: int, seconds_per_unit: float) -> None:
         """Average a timing into its way's estimate; each way's first timing (thread start-up, cold caches) is
         dropped."""
         st = self.stats[size_class]
