@@ -17,6 +17,7 @@ and writes checkpoints (the trainer asks `rank == 0`). torch is imported inside 
 from __future__ import annotations
 
 import contextlib
+import datetime
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -25,6 +26,7 @@ import numpy as np
 from backends.base import Backend
 
 DIST_BACKENDS = ("nccl", "gloo")
+CLOSE_WAIT_S = 60  # how long close() waits for the other ranks before it leaves the process group
 
 
 @dataclass
@@ -141,9 +143,17 @@ class TorchDDP(SingleProcess):
         return float(t.item()) / self.world_size
 
     def close(self) -> None:
+        """Leave the process group once every rank is here: on gloo a rank that tears its connections down while a
+        peer is still finishing (rank 0 writing the checkpoint) can abort that peer ("terminate called without an
+        active exception", seen once in CI). A rank that never arrives (it failed) is waited for CLOSE_WAIT_S."""
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if self.dist_backend == "gloo":
+                try:
+                    dist.monitored_barrier(timeout=datetime.timedelta(seconds=CLOSE_WAIT_S))
+                except RuntimeError:  # a peer did not come: leave anyway
+                    pass
             dist.destroy_process_group()
 
 
