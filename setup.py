@@ -11,7 +11,7 @@ if sys.platform == "win32":
     flags, libs = ["/O2", "/fp:precise"], []
 else:  # -fopenmp-simd: the `omp simd` pragmas only (no OpenMP runtime); errno and FP traps are never read (without
     # -fno-trapping-math GCC keeps the float selects as branches on AVX2 and the loops stay scalar: 7x slower)
-    flags, libs = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=c99"], ["m"]
+    flags, libs = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=c99"], ["m", "pthread"]
 
 setup(ext_modules=[Extension("tinytensor._native", sources=["tinytensor/csrc/native.c"], extra_compile_args=flags,
                              libraries=libs, optional=True)])

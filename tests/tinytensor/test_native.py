@@ -5,6 +5,7 @@ and the switch between them and the NumPy kernels. Under CI the library must hav
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -338,6 +339,7 @@ def test_the_timed_choice_between_one_thread_and_the_pool_keeps_the_bits(monkeyp
     faster (threads.WayTimer); both ways are taken while it learns, and every call gives the same bits."""
     monkeypatch.setattr(native, "ADAPTIVE", True)
     monkeypatch.setattr(native, "_TIMER", threads.WayTimer())
+    monkeypatch.setattr(threads, "WAKE_INLINE", 0)  # a sleeping worker takes its range too (not inline + woken)
     before = threads.get_num_threads()
     threads.set_num_threads(2)
     try:
@@ -349,3 +351,34 @@ def test_the_timed_choice_between_one_thread_and_the_pool_keeps_the_bits(monkeyp
     assert key[0] == "gelu_tanh_fwd" and st[2] == 6 and st[3] >= 2 and st[4] >= 2  # both ways timed twice or more
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.skipif(threads._pool is None, reason="the C pool needs the native library on a POSIX system")
+def test_c_pool_worker_sleeps_when_idle_small_calls_stay_inline_large_ones_wake_it(monkeypatch):
+    """A C-pool worker spins SPIN_S after its last task, then sleeps; a small kernel that finds it asleep runs
+    inline (waking it would cost more than the split saves), a large one splits and wakes it; the same bits."""
+    monkeypatch.setattr(threads, "SPIN_S", 0.001)
+    monkeypatch.setattr(native, "ADAPTIVE", False)
+    before = threads.get_num_threads()
+    threads.set_num_threads(2)  # fresh workers, which read SPIN_S when they wait
+    try:
+        rng = np.random.default_rng(6)
+        small = rng.standard_normal((64, 1024)).astype(np.float32)  # above the native threshold, below WAKE_INLINE
+        large = rng.standard_normal((512, 1024)).astype(np.float32)  # above WAKE_INLINE
+        want_small, want_large = native.gelu_tanh_forward(small), native.gelu_tanh_forward(large)  # starts it
+        pool, w = threads._pool, threads._workers[0].index
+
+        def wait_for(asleep: bool) -> bool:
+            deadline = time.monotonic() + 5
+            while bool(pool.pool_asleep(w)) != asleep and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return bool(pool.pool_asleep(w)) == asleep
+
+        assert wait_for(True)  # idle past SPIN_S: asleep
+        np.testing.assert_array_equal(native.gelu_tanh_forward(small), want_small)
+        assert pool.pool_asleep(w)  # inline: not woken
+        got = native.gelu_tanh_forward(large)
+        assert not pool.pool_asleep(w)  # split: woken, and spinning after its range (for SPIN_S)
+        np.testing.assert_array_equal(got, want_large)
+    finally:
+        threads.set_num_threads(before)

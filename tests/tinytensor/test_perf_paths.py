@@ -283,6 +283,39 @@ def test_auto_matmul_runs_the_faster_way_and_re_times_the_slower(matmul_mode):
         kmatmul.set_matmul_threading("mkl")
 
 
+def test_way_timer_re_times_a_stale_slower_way_once(monkeypatch):
+    """A way that lost on timings taken during a disturbance is re-timed once its last timing is STALE_S old (one
+    call, not every call until that timing comes back), then the count rule holds again."""
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    timer = threads.WayTimer()
+    for way in (0, 1, 0, 1):
+        assert timer.choose("c") == way
+        timer.record("c", way, 1e-9 if way == 0 else 5e-9)  # way 1 5x slower: count rule, once per 400 calls
+    assert [timer.choose("c") for _ in range(50)] == [0] * 50
+    clock[0] += threads.STALE_S + 0.1
+    assert [timer.choose("c") for _ in range(50)] == [1] + [0] * 49
+    for _ in range(6):  # the disturbance is gone: way 1 is now the faster (its average moves a quarter per timing)
+        clock[0] += threads.STALE_S + 0.1
+        assert timer.choose("c") == 1
+        timer.record("c", 1, 0.1e-9)
+    picks = [timer.choose("c") for _ in range(50)]
+    assert picks[0] == 0 and picks[1:].count(0) <= 1  # way 0's timing is stale now: once; the count rule's once
+
+
+def test_way_timer_keeps_a_large_class_to_the_count_rule(monkeypatch):
+    """A class whose calls are large (one re-timing would cost over 1% of STALE_S more than the faster way) is not
+    re-timed for staleness: 10^7 units at 4 ns/unit slower is 40 ms a call, 4% of a second."""
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    timer = threads.WayTimer()
+    for way in (0, 1, 0, 1):
+        assert timer.choose("big") == way
+        timer.record("big", way, 1e-9 if way == 0 else 5e-9, units=10**7)
+    clock[0] += 10 * threads.STALE_S
+    assert [timer.choose("big") for _ in range(50)] == [0] * 50
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_blas_row_and_column_sums_match_float64_sums(dtype):
     """kernels/reduce.py: Σ over the last axis and over rows as products with ones, against float64 NumPy sums

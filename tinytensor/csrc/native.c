@@ -10,6 +10,12 @@
  * picked when the library loads); float64 keeps the C library's exp, erfc and tanh, so the float64 gradient
  * checks compare the C library's rounding against torch's.
  */
+#if !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c99 */
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +27,14 @@
 #define CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
 #else
 #define CLONES
+#endif
+
+/* Helpers are always inlined into the kernels: a helper the compiler keeps out of line is compiled once, for the
+ * baseline target, and its loops lose the clone's vectors (softmax's row, once its max loop grew, ran 25x slower) */
+#if defined(__GNUC__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
 #endif
 
 #if defined(_WIN32)
@@ -59,7 +73,7 @@ API int simd_level(void)
  * full range, denormals included, comes out right: n runs from −150 (x = −104, where e^x rounds to 0) to 128. */
 /* e^r for the reduced argument of xc (already clamped by the caller), and n in *n: the part exp32 and
  * sigmoid_neg32 share */
-static inline float exp32_reduced(float xc, float *n)
+INLINE float exp32_reduced(float xc, float *n)
 {
     float k = rintf(xc * 1.44269504088896341f);
     float r = fmaf(k, -0.693145751953125f, xc);
@@ -76,7 +90,7 @@ static inline float exp32_reduced(float xc, float *n)
     return p;
 }
 
-static inline float exp32(float x)
+INLINE float exp32(float x)
 {
     float xc = x > -104.0f ? x : -104.0f; /* written as selects (a nan becomes −104 here, and nan at the end): */
     xc = xc < 88.72283f ? xc : 88.72283f; /* fminf/fmaxf would be calls, and the loops would not vectorise */
@@ -97,7 +111,7 @@ static inline float exp32(float x)
  * selects are needed (they were a quarter of exact GELU's loop). Outside: t < −87 gives σ = 1 (e^t < 2^−125, far
  * under float32's spacing at 1) and es = 0; t > 88 gives σ = 0 and es = 0, the limits exp32 reached through inf;
  * a nan t gives σ = 1, and the callers' x carries the nan into their results. */
-static inline float sigmoid_neg32(float t, float *es)
+INLINE float sigmoid_neg32(float t, float *es)
 {
     float tc = t > -87.0f ? t : -87.0f;
     tc = tc < 88.0f ? tc : 88.0f;
@@ -119,6 +133,52 @@ API CLONES void exp_f32(const float *x, float *out, int64_t n)
     for (int64_t i = 0; i < n; i++) out[i] = exp32(x[i]);
 }
 
+/* ---------------------------------------------------------------------------------------------- row sums
+ * Σ_j EXPR over j < n into OUT, in LANES(T) independent lanes (64 float32 = 4 AVX-512 or 8 AVX2 vectors), folded
+ * in halves. One vector accumulator waits on the add's latency every step (a row of 768 float32 took ~190
+ * cycles per sum, ~4x its load rate); the lanes are independent chains. The fold's order is fixed, so the bits do
+ * not depend on the clone that runs. EXPR reads the element index j. */
+#define LANES(T) ((int)(256 / sizeof(T)))
+#define LANE_LOOP(T, n, BODY)                                                                                     \
+    int64_t j0_ = 0;                                                                                              \
+    for (; j0_ + LANES(T) <= (n); j0_ += LANES(T)) {                                                              \
+        _Pragma("omp simd") for (int k_ = 0; k_ < LANES(T); k_++) { int64_t j = j0_ + k_; BODY; }                 \
+    }                                                                                                             \
+    _Pragma("omp simd") for (int k_ = 0; k_ < (n) - j0_; k_++) { int64_t j = j0_ + k_; BODY; }
+#define LANE_FOLD(a, OP)                                                                                          \
+    for (int w_ = (int)(sizeof(a) / sizeof(a[0])) / 2; w_ > 0; w_ /= 2) {                                         \
+        _Pragma("omp simd") for (int k_ = 0; k_ < w_; k_++) a[k_] = OP(a[k_], a[k_ + w_]);                        \
+    }
+#define ADD_(u, v) ((u) + (v))
+#define LANE_SUM(T, n, EXPR, OUT)                                                                                 \
+    do {                                                                                                          \
+        T a_[LANES(T)] = {0};                                                                                     \
+        LANE_LOOP(T, n, a_[k_] += (EXPR))                                                                         \
+        LANE_FOLD(a_, ADD_)                                                                                       \
+        OUT = a_[0];                                                                                              \
+    } while (0)
+/* two sums in one pass over the same elements (LayerNorm's backward reads dout, w and x once for both) */
+#define LANE_SUM2(T, n, EXPR1, EXPR2, OUT1, OUT2)                                                                 \
+    do {                                                                                                          \
+        T a_[LANES(T)] = {0}, b_[LANES(T)] = {0};                                                                 \
+        LANE_LOOP(T, n, a_[k_] += (EXPR1); b_[k_] += (EXPR2))                                                     \
+        LANE_FOLD(a_, ADD_)                                                                                       \
+        LANE_FOLD(b_, ADD_)                                                                                       \
+        OUT1 = a_[0];                                                                                             \
+        OUT2 = b_[0];                                                                                             \
+    } while (0)
+/* the row maximum; a nan is passed over here (v > m is false), and the caller's Σ e^(x − m) carries it into every
+ * output of its row */
+#define MAX_(u, v) ((v) > (u) ? (v) : (u))
+#define LANE_MAX(T, n, EXPR, OUT)                                                                                 \
+    do {                                                                                                          \
+        T a_[LANES(T)];                                                                                           \
+        for (int k_ = 0; k_ < LANES(T); k_++) a_[k_] = -INFINITY;                                                 \
+        LANE_LOOP(T, n, a_[k_] = MAX_(a_[k_], (EXPR)))                                                            \
+        LANE_FOLD(a_, MAX_)                                                                                       \
+        OUT = a_[0];                                                                                              \
+    } while (0)
+
 /* ---------------------------------------------------------------------------------------------- layer norm
  * out = w ⊙ (x − mean)·rstd + b over rows of c; mean and rstd saved per row (tinytensor/kernels/layer_norm.py).
  * Two passes over each row (mean, then Σ(x − mean)²), as the NumPy kernel: no cancellation from E[x²] − mean². */
@@ -129,10 +189,10 @@ API CLONES void exp_f32(const float *x, float *out, int64_t n)
         for (int64_t i = 0; i < rows; i++) {                                                                      \
             const T *xr = x + i * c;                                                                              \
             T *o = out + i * c;                                                                                   \
-            T s = 0;                                                                                              \
-            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) s += xr[j];                      \
-            T m = s / (T)c, v = 0;                                                                                \
-            _Pragma("omp simd reduction(+ : v)") for (int64_t j = 0; j < c; j++) v += (xr[j] - m) * (xr[j] - m);  \
+            T s, v;                                                                                               \
+            LANE_SUM(T, c, xr[j], s);                                                                             \
+            T m = s / (T)c;                                                                                       \
+            LANE_SUM(T, c, (xr[j] - m) * (xr[j] - m), v);                                                         \
             T r = (T)(1.0 / sqrt((double)(v / (T)c) + eps));                                                      \
             mean[i] = m;                                                                                          \
             rstd[i] = r;                                                                                          \
@@ -157,19 +217,11 @@ API CLONES void exp_f32(const float *x, float *out, int64_t n)
             T *dw = part + (i / block) * 2 * c, *db = dw + c; /* this row's block's partial sums */               \
             const T *d = dout + i * c, *xr = x + i * c;                                                           \
             T *o = dx + i * c;                                                                                    \
-            T m = mean[i], r = rstd[i], sg = 0, sgx = 0;                                                          \
-            if (w) {                                                                                              \
-                _Pragma("omp simd reduction(+ : sg, sgx)") for (int64_t j = 0; j < c; j++) {                      \
-                    T g = d[j] * w[j];                                                                            \
-                    sg += g;                                                                                      \
-                    sgx += g * ((xr[j] - m) * r);                                                                 \
-                }                                                                                                 \
-            } else {                                                                                              \
-                _Pragma("omp simd reduction(+ : sg, sgx)") for (int64_t j = 0; j < c; j++) {                      \
-                    sg += d[j];                                                                                   \
-                    sgx += d[j] * ((xr[j] - m) * r);                                                              \
-                }                                                                                                 \
-            }                                                                                                     \
+            T m = mean[i], r = rstd[i], sg, sgx;                                                                  \
+            if (w)                                                                                                \
+                LANE_SUM2(T, c, d[j] * w[j], (d[j] * w[j]) * ((xr[j] - m) * r), sg, sgx);                         \
+            else                                                                                                  \
+                LANE_SUM2(T, c, d[j], d[j] * ((xr[j] - m) * r), sg, sgx);                                         \
             T gm = sg / (T)c, gxm = sgx / (T)c;                                                                   \
             if (w) {                                                                                              \
                 _Pragma("omp simd") for (int64_t j = 0; j < c; j++) {                                             \
@@ -195,15 +247,10 @@ LAYER_NORM(double, f64)
  * A row of −∞ gives nan, as torch. */
 #define SOFTMAX(T, SUF, EXP)                                                                                      \
     /* one row: o = softmax(x), and *m its maximum; returns Σ e^(x − m) (the cross-entropy's rows need both) */    \
-    static inline T softmax_row_##SUF(const T *xr, T *o, int64_t c, T *m_out)                                     \
+    INLINE T softmax_row_##SUF(const T *xr, T *o, int64_t c, T *m_out)                                     \
     {                                                                                                             \
-        T m = -INFINITY, s = 0;                                                                                   \
-        int nan = 0;                                                                                              \
-        _Pragma("omp simd reduction(max : m) reduction(| : nan)") for (int64_t j = 0; j < c; j++) {               \
-            m = xr[j] > m ? xr[j] : m;                                                                            \
-            nan |= xr[j] != xr[j];                                                                                \
-        }                                                                                                         \
-        if (nan) m = NAN;                                                                                         \
+        T m, s = 0;                                                                                               \
+        LANE_MAX(T, c, xr[j], m);                                                                                 \
         _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                    \
             o[j] = EXP(xr[j] - m);                                                                                \
             s += o[j];                                                                                            \
@@ -223,8 +270,8 @@ LAYER_NORM(double, f64)
         for (int64_t i = 0; i < rows; i++) {                                                                      \
             const T *d = dout + i * c, *pr = p + i * c;                                                           \
             T *o = dx + i * c;                                                                                    \
-            T s = 0;                                                                                              \
-            _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) s += d[j] * pr[j];               \
+            T s;                                                                                                  \
+            LANE_SUM(T, c, d[j] * pr[j], s);                                                                      \
             _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] = pr[j] * (d[j] - s);                        \
         }                                                                                                         \
     }
@@ -257,7 +304,7 @@ CE_ROWS(double, f64, log)
  * Both may work in place (out == in). A row's loops run to `span`, its allowed length rounded up to whole vectors,
  * the keys beyond the diagonal selected out: the loops then have no scalar remainder, which on rows of 1-64 keys
  * cost more than their vector part. */
-static inline int64_t span(int64_t n, int64_t tk)
+INLINE int64_t span(int64_t n, int64_t tk)
 {
     int64_t nv = (n + 15) & ~(int64_t)15;
     return nv < tk ? nv : tk;
@@ -265,7 +312,7 @@ static inline int64_t span(int64_t n, int64_t tk)
 
 #define CAUSAL_SOFTMAX(T, SUF, EXP)                                                                               \
     /* e^(s·x_j − c) for the row's allowed keys (0 for the others, up to nv) into o; returns their sum */          \
-    static inline T causal_exp_##SUF(const T *x, T *o, int64_t n, int64_t nv, T sc, T c)                          \
+    INLINE T causal_exp_##SUF(const T *x, T *o, int64_t n, int64_t nv, T sc, T c)                          \
     {                                                                                                             \
         T sum = 0;                                                                                                \
         _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < nv; j++) {                                 \
@@ -317,8 +364,8 @@ static inline int64_t span(int64_t n, int64_t tk)
             const T *d = dp + r * tk, *pr = p + r * tk;                                                           \
             T *o = ds + r * tk;                                                                                   \
             int64_t nv = span((row0 + r) % tq + 1, tk); /* P is 0 beyond the diagonal: the products there are 0 */ \
-            T dot = 0;                                                                                            \
-            _Pragma("omp simd reduction(+ : dot)") for (int64_t j = 0; j < nv; j++) dot += d[j] * pr[j];          \
+            T dot;                                                                                                \
+            LANE_SUM(T, nv, d[j] * pr[j], dot);                                                                   \
             _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) o[j] = f * pr[j] * (d[j] - dot);                 \
             for (int64_t j = nv; j < tk; j++) o[j] = 0;                                                           \
         }                                                                                                         \
@@ -378,7 +425,7 @@ static const float G32[7] = {7.978849414619265e-01f, 3.633308456630292e-02f, -3.
  * within 1.9e-7 of φ(x) and Φ(x) + x·φ(x) within 4.5e-7 of its exact value (float64 sweep of [−12, 12]; 5.9e-7
  * computed in float32, tests/tinytensor/test_native.py), ~5 float32 ulp of 1, where a second exponential for φ
  * cost 20% of the pass. */
-static inline float gelu_erf_parts32(float x, float *dphi)
+INLINE float gelu_erf_parts32(float x, float *dphi)
 {
     float w = x * x;
     float p = fmaf(G32[6], w, G32[5]); /* Horner in w = x², written out so every lane runs the same code */
@@ -478,3 +525,243 @@ API void gelu_erf_fwd_f64(const double *x, double *out, double *deriv, int64_t n
 
 GELU_ERF_BWD(float, f32)
 GELU_ERF_BWD(double, f64)
+
+/* ---------------------------------------------------------------------------------------------- range calls
+ * Every kernel above as one signature, f(a, d, lo, hi): its pointer and integer arguments in a, its float ones in
+ * d, working on units [lo, hi) (rows, blocks of rows or elements, as tinytensor/kernels/native.py splits them), so
+ * that the pool below can hand any of them a range. Returns 0, or 1 where the kernel reports a failure. */
+typedef int (*range_fn)(const int64_t *a, const double *d, int64_t lo, int64_t hi);
+#define ARG(T, i) ((T)(intptr_t)a[i])
+
+#define RANGE_CALLS(T, SUF)                                                                                       \
+    API int layer_norm_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)               \
+    {                                                                                                             \
+        int64_t c = a[6]; /* x, w, b, out, mean, rstd, c; eps */                                                  \
+        layer_norm_fwd_##SUF(ARG(const T *, 0) + lo * c, ARG(const T *, 1), ARG(const T *, 2),                    \
+                             ARG(T *, 3) + lo * c, ARG(T *, 4) + lo, ARG(T *, 5) + lo, hi - lo, c, d[0]);         \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int layer_norm_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)               \
+    {                                                                                                             \
+        (void)d; /* dout, x, w, mean, rstd, dx, part, rows, c, block; units are blocks of rows */                  \
+        int64_t rows = a[7], block = a[9], r1 = hi * block < rows ? hi * block : rows;                            \
+        layer_norm_bwd_##SUF(ARG(const T *, 0), ARG(const T *, 1), ARG(const T *, 2), ARG(const T *, 3),         \
+                             ARG(const T *, 4), ARG(T *, 5), ARG(T *, 6), lo * block, r1, a[8], block);           \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int softmax_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                  \
+    {                                                                                                             \
+        (void)d; /* x, out, c */                                                                                  \
+        softmax_fwd_##SUF(ARG(const T *, 0) + lo * a[2], ARG(T *, 1) + lo * a[2], hi - lo, a[2]);                 \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int softmax_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                  \
+    {                                                                                                             \
+        (void)d; /* dout, p, dx, c */                                                                             \
+        int64_t c = a[3];                                                                                         \
+        softmax_bwd_##SUF(ARG(const T *, 0) + lo * c, ARG(const T *, 1) + lo * c, ARG(T *, 2) + lo * c, hi - lo, \
+                          c);                                                                                     \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int cross_entropy_rows_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)           \
+    {                                                                                                             \
+        (void)d; /* logits, targets, probs, losses, c */                                                          \
+        int64_t c = a[4];                                                                                         \
+        cross_entropy_rows_##SUF(ARG(const T *, 0) + lo * c, ARG(const int64_t *, 1) + lo, ARG(T *, 2) + lo * c, \
+                                 ARG(T *, 3) + lo, hi - lo, c);                                                   \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int causal_softmax_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)           \
+    {                                                                                                             \
+        int64_t tq = a[2], tk = a[3]; /* scores, p, tq, tk; scale */                                              \
+        return causal_softmax_fwd_##SUF(ARG(const T *, 0) + lo * tk, ARG(T *, 1) + lo * tk, lo, hi - lo, tq, tk, \
+                                        d[0]);                                                                    \
+    }                                                                                                             \
+    API int causal_softmax_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)           \
+    {                                                                                                             \
+        int64_t tq = a[3], tk = a[4]; /* dp, p, ds, tq, tk; factor */                                             \
+        causal_softmax_bwd_##SUF(ARG(const T *, 0) + lo * tk, ARG(const T *, 1) + lo * tk, ARG(T *, 2) + lo * tk,\
+                                 lo, hi - lo, tq, tk, d[0]);                                                      \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int adamw_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                        \
+    {                                                                                                             \
+        adamw_##SUF(ARG(T *, 0) + lo, ARG(const T *, 1) + lo, ARG(T *, 2) + lo, ARG(T *, 3) + lo, hi - lo, d[0],  \
+                    d[1], d[2], d[3], d[4], d[5], d[6]);                                                          \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int gelu_tanh_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                \
+    {                                                                                                             \
+        (void)d;                                                                                                  \
+        gelu_tanh_fwd_##SUF(ARG(const T *, 0) + lo, ARG(T *, 1) + lo, hi - lo);                                   \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int gelu_tanh_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                \
+    {                                                                                                             \
+        (void)d;                                                                                                  \
+        gelu_tanh_bwd_##SUF(ARG(const T *, 0) + lo, ARG(const T *, 1) + lo, ARG(T *, 2) + lo, hi - lo);           \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int gelu_erf_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                 \
+    {                                                                                                             \
+        (void)d; /* the derivative's pointer may be 0: then only the output is written */                          \
+        T *deriv = ARG(T *, 2);                                                                                   \
+        gelu_erf_fwd_##SUF(ARG(const T *, 0) + lo, ARG(T *, 1) + lo, deriv ? deriv + lo : deriv, hi - lo);        \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API int gelu_erf_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)                 \
+    {                                                                                                             \
+        (void)d;                                                                                                  \
+        gelu_erf_bwd_##SUF(ARG(const T *, 0) + lo, ARG(const T *, 1) + lo, ARG(T *, 2) + lo, hi - lo);            \
+        return 0;                                                                                                 \
+    }
+
+RANGE_CALLS(float, f32)
+RANGE_CALLS(double, f64)
+
+API int exp_range_f32(const int64_t *a, const double *d, int64_t lo, int64_t hi)
+{
+    (void)d;
+    exp_f32(ARG(const float *, 0) + lo, ARG(float *, 1) + lo, hi - lo);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- the pool
+ * The workers of tinytensor/kernels/threads.py wait here, in C and without the GIL, and run a kernel's range the
+ * moment it is posted: the caller's pool_run hands each worker a range, runs the first itself and spins until all
+ * are done, with no Python and no lock between. A worker spins (pause) for spin_s after its last task before it
+ * sleeps on a condition variable; a wake-up from that sleep costs ~30-50 µs on the 2-core VM, the spin ~0.1, which
+ * is what decides whether a 0.1 ms kernel is worth splitting (LayerNorm's forward at (2,256,768): 116 µs on one
+ * thread, 49 on two spinning ones, no faster on two through a lock). A task of kind PY_TASK sends the worker back
+ * to Python (pool_wait returns 1) to run a Python range, e.g. a NumPy product; pool_finish marks it done. */
+#if !defined(_WIN32)
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+#define POOL_MAX 16
+enum { NO_TASK, C_TASK, PY_TASK, STOP_TASK };
+
+typedef struct {
+    int64_t posted, finished; /* task counters: the caller bumps posted, the worker sets finished to it */
+    int kind, sleeping, status, park;
+    range_fn fn;
+    const int64_t *a;
+    const double *d;
+    int64_t lo, hi;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char pad[64]; /* one slot per cache line pair: the workers' spins do not share a line */
+} pool_slot;
+
+static pool_slot slots[POOL_MAX];
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Fresh slots (at load and in a forked child, where no worker thread exists and a lock may be left held) */
+API void pool_reset(void)
+{
+    for (int w = 0; w < POOL_MAX; w++) {
+        memset(&slots[w], 0, sizeof(slots[w]));
+        pthread_mutex_init(&slots[w].mu, NULL);
+        pthread_cond_init(&slots[w].cv, NULL);
+    }
+}
+
+API int pool_max(void) { return POOL_MAX; }
+
+static void post(pool_slot *s, int kind, range_fn fn, const int64_t *a, const double *d, int64_t lo, int64_t hi)
+{
+    s->kind = kind, s->fn = fn, s->a = a, s->d = d, s->lo = lo, s->hi = hi;
+    __atomic_fetch_add(&s->posted, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->sleeping, __ATOMIC_SEQ_CST)) { /* seq_cst on both sides: either the worker sees the
+                                                               new task before it sleeps, or this sees it asleep */
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* A worker's wait (called by its thread with the GIL released): runs C tasks as they come; returns 1 for a Python
+ * task (then pool_finish), 0 when told to stop. It spins spin_s after each C task, and before the first one only
+ * where spin_first says so (after a Python range it sleeps at once: see threads.py). */
+API int pool_wait(int w, double spin_s, int spin_first)
+{
+    pool_slot *s = &slots[w];
+    int64_t seen = __atomic_load_n(&s->finished, __ATOMIC_ACQUIRE);
+    double limit = spin_first ? spin_s : 0.0;
+    for (;;) {
+        double t0 = 0;
+        for (int64_t i = 0; __atomic_load_n(&s->posted, __ATOMIC_ACQUIRE) == seen; i++) {
+            CPU_RELAX();
+            if ((i & 31) == 0) {
+                sched_yield(); /* another thread made runnable on this core (BLAS's own, say) runs now */
+                double t = now_s();
+                if (i == 0) t0 = t;
+                else if (t - t0 > limit || __atomic_exchange_n(&s->park, 0, __ATOMIC_ACQ_REL)) {
+                    pthread_mutex_lock(&s->mu);
+                    __atomic_store_n(&s->sleeping, 1, __ATOMIC_SEQ_CST);
+                    while (__atomic_load_n(&s->posted, __ATOMIC_SEQ_CST) == seen) pthread_cond_wait(&s->cv, &s->mu);
+                    __atomic_store_n(&s->sleeping, 0, __ATOMIC_SEQ_CST);
+                    pthread_mutex_unlock(&s->mu);
+                }
+            }
+        }
+        seen = __atomic_load_n(&s->posted, __ATOMIC_ACQUIRE);
+        if (s->kind == PY_TASK) return 1;
+        if (s->kind == STOP_TASK) {
+            __atomic_store_n(&s->finished, seen, __ATOMIC_RELEASE); /* the slot's next worker starts level */
+            return 0;
+        }
+        s->status = s->fn(s->a, s->d, s->lo, s->hi);
+        __atomic_store_n(&s->finished, seen, __ATOMIC_RELEASE);
+        limit = spin_s;
+    }
+}
+
+API void pool_finish(int w) { __atomic_store_n(&slots[w].finished, slots[w].posted, __ATOMIC_RELEASE); }
+
+API void pool_post(int w, int stop) { post(&slots[w], stop ? STOP_TASK : PY_TASK, NULL, NULL, NULL, 0, 0); }
+
+/* The caller's wait for worker w's task (a Python one; pool_run waits for its own) */
+API void pool_join(int w)
+{
+    pool_slot *s = &slots[w];
+    while (__atomic_load_n(&s->finished, __ATOMIC_ACQUIRE) != __atomic_load_n(&s->posted, __ATOMIC_ACQUIRE))
+        CPU_RELAX();
+}
+
+/* fn over [0, n) in k contiguous ranges on multiples of align (bounds: k + 1 cuts from the caller): range 0 on
+ * this thread, range i on worker i − 1. Returns the OR of the ranges' statuses. */
+API int pool_run(void *fn, const int64_t *a, const double *d, const int64_t *cuts, int k)
+{
+    range_fn f = (range_fn)fn;
+    for (int i = 1; i < k; i++) post(&slots[i - 1], C_TASK, f, a, d, cuts[i], cuts[i + 1]);
+    int status = f(a, d, cuts[0], cuts[1]);
+    for (int i = 1; i < k; i++) {
+        pool_join(i - 1);
+        status |= slots[i - 1].status;
+    }
+    return status;
+}
+
+/* Send the spinning workers to sleep now, not SPIN_S from now: before BLAS's own threads run a product, which
+ * would otherwise share a core with a spinning worker */
+API void pool_park(void)
+{
+    for (int w = 0; w < POOL_MAX; w++)
+        if (!__atomic_load_n(&slots[w].sleeping, __ATOMIC_ACQUIRE)) __atomic_store_n(&slots[w].park, 1, __ATOMIC_RELEASE);
+}
+
+/* Whether worker w sleeps (run_native leaves a small call inline then: waking it costs more than the split saves) */
+API int pool_asleep(int w) { return __atomic_load_n(&slots[w].sleeping, __ATOMIC_SEQ_CST); }
+#endif

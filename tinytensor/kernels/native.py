@@ -4,8 +4,10 @@ NumPy runs one call per arithmetic step, each a pass over the whole array, so a 
 passes and GELU's ~25; the C twins make one or two, over a row that stays in L1 (measured at GPT-2 124M shapes,
 2026-12-02, one thread: LayerNorm forward+backward 0.20 ms against NumPy's 1.0, GELU tanh 1.5 against 3.1). The
 library is compiled when the package is installed (setup.py, optional: without a C compiler the install goes on and
-the NumPy kernels run), loaded here with ctypes, and its calls release the GIL, so `threads.py`'s pool splits rows
-across the cores as it splits NumPy's, where a kernel's own timings say the split is faster (`_split`).
+the NumPy kernels run), loaded here with ctypes. Each kernel is called through a range call f(args, lo, hi), so the
+same call runs inline or split across the cores, where a kernel's own timings say the split is faster (`_call`):
+through the library's own pool (POSIX builds: workers waiting in C, a hand-off of ~1 µs, `threads.run_native`) or,
+without it, through `threads.py`'s Python pool (the calls release the GIL; a hand-off of ~30-50 µs).
 
 The NumPy kernels stay the reference: `set_native_kernels(False)` (or env TINYTENSOR_NATIVE=0) runs them, and the
 tests check the C kernels against them, against torch in float64 and against finite differences. Results repeat bit
@@ -32,12 +34,13 @@ _LIB_NAME = "_native"
 LN_BLOCK = 32  # rows per partial sum of LayerNorm's dw and db: fixed, so the bits do not depend on the threads
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # One thread's float32 cost per element (ns, 2-core SkylakeX VM, 2026-12-02), so that a kernel goes to the pool
-# only where its work outweighs the hand-off (~40-60 µs): run_chunks splits at MIN_PARALLEL (2^18) elements of a
-# 0.4 ns/element kernel (~100 µs on one thread), and `_work` scales each kernel's size to that. Measured crossovers:
-# LayerNorm forward ~2^18.5 elements, backward ~2^18, GELU forward ~2^18.5, backward ~2^17.5, softmax forward 2^17.
+# only where its work outweighs the hand-off: a split is tried from MIN_PARALLEL (2^18) elements of a 0.4 ns/element
+# kernel through the Python pool (~40-60 µs a hand-off; measured crossovers: LayerNorm forward ~2^18.5 elements,
+# backward ~2^18, GELU forward ~2^18.5, backward ~2^17.5, softmax forward 2^17) and from MIN_PARALLEL_NATIVE (2^15)
+# through the C pool; `_work` scales each kernel's size to that, and the timings (`_call`) decide above it.
 _NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16, "cross_entropy_rows": 0.5,
        "causal_softmax_fwd": 0.55, "causal_softmax_bwd": 0.2, "gelu_tanh_fwd": 0.42, "gelu_tanh_bwd": 0.62,
-       "gelu_erf_fwd": 0.55, "gelu_erf_out": 0.45, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
+       "gelu_erf_fwd": 0.55, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
 
 
 def _work(name: str, n: int) -> int:
@@ -49,23 +52,46 @@ ADAPTIVE = True  # False: split wherever run_chunks would (the tests set it, to 
 _TIMER = WayTimer()  # per (kernel, size class): way 0 one thread, way 1 the pool
 
 
-def _split(name: str, work: Callable[[int, int], None], n: int, size: int, align: int = 1) -> None:
-    """run_chunks(work, n, size, align), except that where it would split, the faster of one thread and the pool
-    for this kernel and size runs, from the calls' own timings (threads.WayTimer). The crossovers in _NS were
-    measured on an idle machine; when the VM's cores wake slowly (stolen time) the hand-off costs more than the
-    split saves: LayerNorm's backward at (2,256,768) took 0.15 ms on one thread and 0.2-0.4 ms on two. Rows and
-    elements are independent and LayerNorm's dw, db are summed over fixed blocks, so both ways give the same bits."""
-    if not ADAPTIVE or size < threads.MIN_PARALLEL or threads.get_num_threads() == 1:
-        run_chunks(work, n, size, align)
-        return
+def _run(fn: Callable, a: Any, d: Any, n: int, size: int, align: int) -> int | None:
+    """fn over [0, n) split: across the C pool where there is one (threads.run_native; None where it did not take
+    the call), else across the Python pool, each range a call of fn."""
+    if threads._pool is not None:
+        return threads.run_native(ctypes.cast(fn, ctypes.c_void_p).value, a, d, n, size, align)
+    results = []
+    run_chunks(lambda lo, hi: results.append(fn(a, d, lo, hi)), n, threads.MIN_PARALLEL, align)
+    return int(any(results))
+
+
+def _min_parallel() -> int:
+    """The work (elements of a 0.4 ns/element kernel) below which a kernel runs inline: lower through the C pool."""
+    return threads.MIN_PARALLEL if threads._pool is None else min(threads.MIN_PARALLEL, threads.MIN_PARALLEL_NATIVE)
+
+
+def _call(name: str, dtype: Any, n: int, size: int, ints: tuple, floats: tuple = (), align: int = 1) -> int:
+    """Kernel `name` over n units, its arguments ints (pointers as integers, None as 0) and floats: inline, or split
+    where its work (size, _work's element count) passes MIN_PARALLEL and, unless ADAPTIVE is off, where the
+    kernel's own timings say the split is faster (threads.WayTimer) for this size. The crossovers in _NS were
+    measured on an idle machine; when the VM's cores wake slowly (stolen time) a split can cost more than it saves.
+    Rows and elements are independent and LayerNorm's dw, db are summed over fixed blocks, so both ways give the
+    same bits. Returns the kernel's status (0, or 1 where it failed)."""
+    fn = _FNS[f"{name}_{_SUFFIX[np.dtype(dtype)]}"]
+    a = (ctypes.c_int64 * len(ints))(*[0 if v is None else v for v in ints])
+    d = (ctypes.c_double * max(1, len(floats)))(*floats)
+    if n == 0:
+        return 0
+    if size < _min_parallel() or threads.get_num_threads() == 1:
+        return fn(a, d, 0, n)
+    if not ADAPTIVE:
+        status = _run(fn, a, d, n, size, align)
+        return fn(a, d, 0, n) if status is None else status
     key = (name, size.bit_length())
     way = _TIMER.choose(key)
     t0 = time.perf_counter()
-    if way:
-        run_chunks(work, n, size, align)
-    else:
-        work(0, n)
-    _TIMER.record(key, way, (time.perf_counter() - t0) / max(n, 1))
+    status = _run(fn, a, d, n, size, align) if way else None
+    if status is None:  # one thread chosen, or the pool did not take it: a timing of the inline way
+        way, status = 0, fn(a, d, 0, n)
+    _TIMER.record(key, way, (time.perf_counter() - t0) / n, n)
+    return status
 
 
 def _find_library() -> Path | None:
@@ -78,52 +104,44 @@ def _find_library() -> Path | None:
     return None
 
 
-_P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_SIGNATURES = {  # name (without the dtype suffix) -> argument types
-    "layer_norm_fwd": [_P, _P, _P, _P, _P, _P, _I, _I, _D],
-    "layer_norm_bwd": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I],
-    "softmax_fwd": [_P, _P, _I, _I],
-    "softmax_bwd": [_P, _P, _P, _I, _I],
-    "cross_entropy_rows": [_P, _P, _P, _P, _I, _I],
-    "causal_softmax_fwd": [_P, _P, _I, _I, _I, _I, _D],
-    "causal_softmax_bwd": [_P, _P, _P, _I, _I, _I, _I, _D],
-    "adamw": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D, _D, _D],
-    "gelu_tanh_fwd": [_P, _P, _I],
-    "gelu_tanh_bwd": [_P, _P, _P, _I],
-    "gelu_erf_fwd": [_P, _P, _P, _I],
-    "gelu_erf_bwd": [_P, _P, _P, _I],
-}
+_NAMES = ("layer_norm_fwd", "layer_norm_bwd", "softmax_fwd", "softmax_bwd", "cross_entropy_rows", "causal_softmax_fwd",
+          "causal_softmax_bwd", "adamw", "gelu_tanh_fwd", "gelu_tanh_bwd", "gelu_erf_fwd", "gelu_erf_bwd")
+_RANGE_ARGS = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
 
 
-_STATUS = {"causal_softmax_fwd"}  # these return 0, or 1 when a row buffer could not be allocated
+def _load() -> tuple[dict[str, Callable], str | None, ctypes.CDLL | None]:
+    """({name_suffix: the kernel's range call f(a, d, lo, hi)}, None, the library), or ({}, why not, None).
 
-
-def _load() -> tuple[dict[str, Callable], str | None]:
-    """{name_suffix: C function}, or ({}, why not)."""
+    Each kernel is called through its range call (native.c, "range calls"): its arguments as arrays of 64-bit
+    words, so that the same call runs inline or, through the C pool, split across the workers."""
     path = _find_library()
     if path is None:
-        return {}, "the native library was not built (no C compiler when the package was installed?)"
+        return {}, "the native library was not built (no C compiler when the package was installed?)", None
     try:
         lib = ctypes.CDLL(str(path))
         fns = {}
-        for name, argtypes in _SIGNATURES.items():
-            for suffix in _SUFFIX.values():
-                fn = getattr(lib, f"{name}_{suffix}")
-                fn.argtypes, fn.restype = argtypes, (ctypes.c_int if name in _STATUS else None)
+        for name in _NAMES + ("exp",):
+            for suffix in (_SUFFIX.values() if name != "exp" else ("f32",)):
+                fn = getattr(lib, f"{name}_range_{suffix}")
+                fn.argtypes, fn.restype = _RANGE_ARGS, ctypes.c_int
                 fns[f"{name}_{suffix}"] = fn
-        fns["exp_f32"] = lib.exp_f32
-        fns["exp_f32"].argtypes, fns["exp_f32"].restype = [_P, _P, _I], None
         lib.simd_level.argtypes, lib.simd_level.restype = [], ctypes.c_int
         if lib.simd_level() == 0:
             return {}, ("this CPU has no fused multiply-add instruction (x86 before Haswell): the C kernels would "
-                        "call a slow library fmaf, so the NumPy kernels run")
-        return fns, None
+                        "call a slow library fmaf, so the NumPy kernels run"), None
+        return fns, None, lib
     except (OSError, AttributeError) as e:  # a stale or foreign build: say so, run the NumPy kernels
-        return {}, f"the native library {path} could not be loaded ({e}); reinstall the package to rebuild it"
+        return {}, f"the native library {path} could not be loaded ({e}); reinstall the package to rebuild it", None
 
 
-_FNS, UNAVAILABLE = _load()
+_FNS, UNAVAILABLE, _LIB = _load()
 _enabled = bool(_FNS)
+if _LIB is not None and hasattr(_LIB, "pool_run"):  # POSIX builds: the workers wait in C (threads.py)
+    try:
+        threads.use_native_pool(_LIB)
+    except AttributeError as e:  # a stale build with part of the pool: the Python pool serves
+        warnings.warn(f"the native library's thread pool is incomplete ({e}); reinstall the package to rebuild it",
+                      stacklevel=2)
 
 
 def available() -> bool:
@@ -154,16 +172,8 @@ def usable(*arrays: Any) -> bool:
     return all(a is None or (isinstance(a, np.ndarray) and a.dtype == a0.dtype) for a in arrays[1:])
 
 
-def _fn(name: str, dtype: Any) -> Callable:
-    return _FNS[f"{name}_{_SUFFIX[np.dtype(dtype)]}"]
-
-
 def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
-
-
-def _offset(p: int | None, k: int) -> int | None:
-    return None if p is None else p + k
 
 
 def _c(a: Any, dtype: Any = None) -> np.ndarray | None:
@@ -180,14 +190,8 @@ def layer_norm_forward(x, w=None, b=None, eps: float = 1e-5) -> tuple[Any, Any, 
     out = np.empty_like(x)
     mean = np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
     rstd = np.empty_like(mean)
-    fn, px, pw, pb, po, pm, pr = _fn("layer_norm_fwd", x.dtype), _ptr(x), _ptr(w), _ptr(b), _ptr(out), \
-        _ptr(mean), _ptr(rstd)
-    item = x.itemsize
-
-    def work(lo: int, hi: int) -> None:
-        fn(px + lo * c * item, pw, pb, po + lo * c * item, pm + lo * item, pr + lo * item, hi - lo, c, eps)
-
-    _split("layer_norm_fwd", work, rows, _work("layer_norm_fwd", x.size))
+    _call("layer_norm_fwd", x.dtype, rows, _work("layer_norm_fwd", x.size),
+          (_ptr(x), _ptr(w), _ptr(b), _ptr(out), _ptr(mean), _ptr(rstd), c), (eps,))
     return out, mean, rstd
 
 
@@ -203,37 +207,20 @@ def layer_norm_backward(dout, x, w, mean, rstd) -> tuple[Any, Any | None, Any | 
     dx = np.empty_like(x)
     blocks = -(-rows // LN_BLOCK)
     part = np.zeros((blocks, 2, c), dtype=x.dtype)  # [block, (dw, db), C]
-    fn = _fn("layer_norm_bwd", x.dtype)
-    pd, px, pw, pm, pr, pdx, pp = _ptr(dout), _ptr(x), _ptr(w), _ptr(mean), _ptr(rstd), _ptr(dx), _ptr(part)
-
-    def work(lo: int, hi: int) -> None:  # lo, hi are block indices
-        fn(pd, px, pw, pm, pr, pdx, pp, lo * LN_BLOCK, min(rows, hi * LN_BLOCK), c, LN_BLOCK)
-
-    _split("layer_norm_bwd", work, blocks, _work("layer_norm_bwd", x.size))
+    _call("layer_norm_bwd", x.dtype, blocks, _work("layer_norm_bwd", x.size),  # units: blocks of rows
+          (_ptr(dout), _ptr(x), _ptr(w), _ptr(mean), _ptr(rstd), _ptr(dx), _ptr(part), rows, c, LN_BLOCK))
     sums = part.sum(axis=0)  # (2, C): NumPy's pairwise sum over the blocks, in block order
     return dx, (sums[0] if w is not None else None), sums[1]
 
 
 # ---------------------------------------------------------------------------------------------- softmax
-def _rows(name: str, arrays: tuple, c: int, rows: int, size: int) -> None:
-    """Call kernel `name` on (*pointers offset to rows [lo, hi), hi − lo, c) for row ranges split over the pool
-    (size: _work's)."""
-    fn = _fn(name, arrays[0].dtype)
-    ptrs, item = [_ptr(a) for a in arrays], arrays[0].itemsize
-
-    def work(lo: int, hi: int) -> None:
-        fn(*(p + lo * c * item for p in ptrs), hi - lo, c)
-
-    _split(name, work, rows, size)
-
-
 def softmax_forward(x) -> Any:
     """Softmax over the last axis (torch's semantics: a row of −∞ or with a nan gives nan)."""
     x = _c(x)
     out = np.empty_like(x)
     c = x.shape[-1] if x.ndim else 1
     if x.size:
-        _rows("softmax_fwd", (x, out), c, x.size // c, _work("softmax_fwd", x.size))
+        _call("softmax_fwd", x.dtype, x.size // c, _work("softmax_fwd", x.size), (_ptr(x), _ptr(out), c))
     return out
 
 
@@ -244,7 +231,8 @@ def softmax_backward(dout, out) -> Any:
     dx = np.empty_like(out)
     c = out.shape[-1] if out.ndim else 1
     if out.size:
-        _rows("softmax_bwd", (dout, out, dx), c, out.size // c, _work("softmax_bwd", out.size))
+        _call("softmax_bwd", out.dtype, out.size // c, _work("softmax_bwd", out.size),
+              (_ptr(dout), _ptr(out), _ptr(dx), c))
     return dx
 
 
@@ -256,14 +244,8 @@ def cross_entropy_rows(logits, targets, probs, losses) -> None:
     n, c = logits.shape
     if targets.size and (targets.min() < 0 or targets.max() >= c):  # C would read outside the row
         raise IndexError(f"cross_entropy targets must lie in [0, {c}), got {targets.min()}..{targets.max()}")
-    fn, item = _fn("cross_entropy_rows", logits.dtype), logits.itemsize
-    px, pt, pp, pl = _ptr(logits), _ptr(targets), _ptr(probs), _ptr(losses)
-
-    def work(lo: int, hi: int) -> None:
-        fn(px + lo * c * item, pt + lo * 8, pp + lo * c * item, pl + lo * item, hi - lo, c)
-
-    if logits.size:
-        _split("cross_entropy_rows", work, n, _work("cross_entropy_rows", logits.size))
+    _call("cross_entropy_rows", logits.dtype, n, _work("cross_entropy_rows", logits.size),
+          (_ptr(logits), _ptr(targets), _ptr(probs), _ptr(losses), c))
 
 
 def causal_softmax_forward(scores, scale: float) -> Any:
@@ -271,39 +253,21 @@ def causal_softmax_forward(scores, scale: float) -> Any:
     tq ≤ tk, in place: the masked entries become 0 and are never read (a nan behind the mask stays out)."""
     assert scores.flags.c_contiguous and scores.shape[-2] <= scores.shape[-1], "the caller checks layout and shape"
     tq, tk = scores.shape[-2], scores.shape[-1]
-    fn = _fn("causal_softmax_fwd", scores.dtype)
-    failed = []
-
-    def checked(*args) -> None:
-        if fn(*args):
-            failed.append(args)
-
-    _causal_rows("causal_softmax_fwd", checked, (scores, scores), tq, tk, scale,
-                 _work("causal_softmax_fwd", scores.size))
-    if failed:
+    rows = scores.size // tk if tk else 0
+    if _call("causal_softmax_fwd", scores.dtype, rows, _work("causal_softmax_fwd", scores.size),
+             (_ptr(scores), _ptr(scores), tq, tk), (scale,)):
         raise MemoryError(f"causal softmax: no memory for a row buffer of {tk} keys")
     return scores
 
 
 def causal_softmax_backward(dp, probs, factor: float) -> Any:
     """dS = factor·P ⊙ (dP − rowsum(dP ⊙ P)) over the allowed keys, 0 beyond, in place over dp (contiguous)."""
-    dp = _c(dp, probs.dtype)
+    dp, probs = _c(dp, probs.dtype), _c(probs)
     tq, tk = probs.shape[-2], probs.shape[-1]
-    _causal_rows("causal_softmax_bwd", _fn("causal_softmax_bwd", probs.dtype), (dp, _c(probs), dp), tq, tk,
-                 factor, _work("causal_softmax_bwd", probs.size))
+    rows = probs.size // tk if tk else 0
+    _call("causal_softmax_bwd", probs.dtype, rows, _work("causal_softmax_bwd", probs.size),
+          (_ptr(dp), _ptr(probs), _ptr(dp), tq, tk), (factor,))
     return dp
-
-
-def _causal_rows(name: str, fn: Callable, arrays: tuple, tq: int, tk: int, x: float, size: int) -> None:
-    """fn over row ranges of (..., tq, tk) arrays, each call told its first row (its query index is row mod tq)."""
-    ptrs, item = [_ptr(a) for a in arrays], arrays[0].itemsize
-    rows = arrays[0].size // tk if tk else 0
-
-    def work(lo: int, hi: int) -> None:
-        fn(*(p + lo * tk * item for p in ptrs), lo, hi - lo, tq, tk, x)
-
-    if rows:
-        _split(name, work, rows, size)
 
 
 # ---------------------------------------------------------------------------------------------- AdamW
@@ -311,26 +275,16 @@ def adamw_update_flat(p, g, m, v, lr: float, b1: float, b2: float, eps: float, w
     """kernels.adamw.adamw_update in one C pass over flat contiguous buffers (the same bits), across the pool."""
     step_size, bc2_sqrt = lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)  # as adamw._coefficients
     decay = 1 - lr * wd if wd else 1.0
-    fn, item, ptrs = _fn("adamw", p.dtype), p.itemsize, [_ptr(a) for a in (p, g, m, v)]
-
-    def work(lo: int, hi: int) -> None:
-        fn(*(q + lo * item for q in ptrs), hi - lo, decay, 1 - b1, b2, 1 - b2, bc2_sqrt, eps, step_size)
-
-    _split("adamw", work, p.shape[0], _work("adamw", p.shape[0]), align=4096)
+    _call("adamw", p.dtype, p.shape[0], _work("adamw", p.shape[0]), tuple(_ptr(a) for a in (p, g, m, v)),
+          (decay, 1 - b1, b2, 1 - b2, bc2_sqrt, eps, step_size), align=4096)
 
 
 # ---------------------------------------------------------------------------------------------- GELU
 def _elementwise(name: str, dtype: Any, arrays: tuple) -> None:
-    """Call kernel `name` on (*pointers offset to elements [lo, hi), hi − lo) over ranges split over the pool
-    (4096-aligned)."""
-    fn, ptrs, item, n = _fn(name.replace("_out", "_fwd"), dtype), [_ptr(a) for a in arrays], arrays[0].itemsize, \
-        arrays[0].size
-
-    def work(lo: int, hi: int) -> None:
-        fn(*(_offset(p, lo * item) for p in ptrs), hi - lo)
-
+    """Kernel `name` over the elements of arrays (pointers; None as 0), split 4096-aligned."""
+    n = arrays[0].size
     if n:
-        _split(name, work, n, _work(name, n), align=4096)
+        _call(name, dtype, n, _work(name, n), tuple(_ptr(a) for a in arrays), align=4096)
 
 
 def gelu_tanh_forward(x) -> Any:
@@ -356,7 +310,7 @@ def gelu_erf_forward(x, need_grad: bool = True) -> tuple[Any, Any]:
     x = _c(x)
     out = np.empty_like(x)
     deriv = np.empty_like(x) if need_grad else None
-    _elementwise("gelu_erf_fwd" if need_grad else "gelu_erf_out", x.dtype, (x, out, deriv))
+    _elementwise("gelu_erf_fwd", x.dtype, (x, out, deriv))
     return out, deriv
 
 
@@ -388,5 +342,6 @@ def _from_env() -> None:
 _from_env()
 
 __all__ = ["available", "set_native_kernels", "native_kernels", "usable", "UNAVAILABLE", "LN_BLOCK",
-           "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward", "cross_entropy_rows", "adamw_update_flat", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
+           "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward",
+           "cross_entropy_rows", "adamw_update_flat", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
            "gelu_tanh_backward", "gelu_erf_forward", "gelu_erf_backward", "exp32"]
