@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .threads import EXPLORE, MIN_PARALLEL, WayTimer, get_num_threads, run_chunks
+from .threads import EXPLORE, MIN_PARALLEL, WayTimer, get_num_threads, park, run_chunks
 
 PARALLEL_MACS = 1 << 24  # multiply-adds (~0.17 ms on one core) below which one thread does the whole product:
 # split in two, 768x128 @ 128x128 (12.6M) took 169-179 µs against 123-144 whole, 768x128 @ 128x257 (25M) 228-304
@@ -151,6 +151,7 @@ def matmul(a: Any, b: Any) -> Any:
     if _mode == "pool" or not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim < 2 or b.ndim < 2:
         return _pool_matmul(a, b)
     if _mode == "blas":
+        park()
         return a @ b
     macs = a.shape[-2] * a.shape[-1] * b.shape[-1] * math.prod(a.shape[:-2])
     if macs > AUTO_MAX_MACS or not ways_agree(a, b):  # a choice that could change the bits is never made
@@ -158,8 +159,10 @@ def matmul(a: Any, b: Any) -> Any:
     size_class = int(math.log2(max(macs, 1)))
     way = _choose(size_class)
     t0 = time.perf_counter()
+    if way:
+        park()  # BLAS's threads would share a core with the C pool's spinning worker
     out = _pool_matmul(a, b) if way == 0 else a @ b
-    _record(size_class, way, (time.perf_counter() - t0) / max(macs, 1))
+    _record(size_class, way, (time.perf_counter() - t0) / max(macs, 1), max(macs, 1))
     return out
 
 
