@@ -134,11 +134,12 @@ API CLONES void exp_f32(const float *x, float *out, int64_t n)
 }
 
 /* ---------------------------------------------------------------------------------------------- row sums
- * Σ_j EXPR over j < n into OUT, in LANES(T) independent lanes (64 float32 = 4 AVX-512 or 8 AVX2 vectors), folded
- * in halves. One vector accumulator waits on the add's latency every step (a row of 768 float32 took ~190
- * cycles per sum, ~4x its load rate); the lanes are independent chains. The fold's order is fixed, so the bits do
- * not depend on the clone that runs. EXPR reads the element index j. */
-#define LANES(T) ((int)(256 / sizeof(T)))
+ * Σ_j EXPR over j < n into OUT, in LANES(T) independent lanes (16 float32 or 8 float64: one AVX-512 vector, two
+ * AVX2 ones), folded in halves. The fold's order is fixed, so the bits do not depend on the clone that runs (the
+ * compiler's own `omp simd reduction` folds as wide as the clone's vectors). Measured one thread, float32,
+ * LayerNorm forward/backward µs at (1024,64): 16 lanes 30/39, 32 lanes 44/47, 64 lanes 52/52, the compiler's
+ * reduction 38/39; at (512,768): 134/167, 152/184, 131/171, 141/161. EXPR reads the element index j. */
+#define LANES(T) ((int)(64 / sizeof(T)))
 #define LANE_LOOP(T, n, BODY)                                                                                     \
     int64_t j0_ = 0;                                                                                              \
     for (; j0_ + LANES(T) <= (n); j0_ += LANES(T)) {                                                              \
