@@ -10,7 +10,7 @@ from . import functional, gradcheck, optim, random
 from .graph import Graph, Node, graph
 from .gradcheck import GradcheckError
 from .ops import argmax, cat, chunk, split, stack, where
-from .tensor import Function, Parameter, Tensor, get_array_module, is_grad_enabled, no_grad, unbroadcast
+from .tensor import Function, Parameter, RowGrad, Tensor, get_array_module, is_grad_enabled, no_grad, unbroadcast
 
 
 def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
@@ -18,5 +18,5 @@ def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-__all__ = ["functional", "gradcheck", "optim", "random", "GradcheckError", "Tensor", "Parameter", "Function", "tensor", "no_grad", "is_grad_enabled", "get_array_module",
+__all__ = ["functional", "gradcheck", "optim", "random", "GradcheckError", "Tensor", "Parameter", "Function", "RowGrad", "tensor", "no_grad", "is_grad_enabled", "get_array_module",
            "unbroadcast", "graph", "Graph", "Node", "cat", "stack", "split", "chunk", "where", "argmax"]

@@ -29,7 +29,7 @@ from .kernels import sigmoid as _sig
 from .kernels import silu as _silu
 from .kernels import softmax as _sm
 from .ops import cat
-from .tensor import Function, Tensor, _dims, get_array_module, is_grad_enabled
+from .tensor import Function, RowGrad, Tensor, _dims, get_array_module, is_grad_enabled
 
 
 class ShapeError(ValueError, RuntimeError):
@@ -103,16 +103,16 @@ class Embedding(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
-        dw = xp.zeros(self.shape, dtype=g.dtype)
         ids, g2 = self.ids.reshape(-1), g.reshape(-1, self.shape[1])  # (N,), (N, d)
         if xp is np and ids.size:
-            # a segment sum over the ids in sorted order (stable: each row's terms are added in the order that
-            # np.add.at would add them, so the result is the same) instead of np.add.at's slow per-row loop
+            # a segment sum over the ids in sorted order (stable: np.add.at's order of terms, not its slow per-row
+            # loop), returned as a RowGrad of the used rows: the engine adds them in place, no (num, d) of zeros
             order = np.argsort(ids, kind="stable")
             sid = ids[order]
             starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
-            dw[sid[starts]] = np.add.reduceat(g2[order], starts, axis=0)
-        elif xp is not np:
+            return (RowGrad(sid[starts], np.add.reduceat(g2[order], starts, axis=0), self.shape),)
+        dw = xp.zeros(self.shape, dtype=g.dtype)
+        if xp is not np:
             import cupyx
 
             cupyx.scatter_add(dw, ids, g2)
