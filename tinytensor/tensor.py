@@ -4,6 +4,7 @@ A `Tensor` wraps a NumPy or CuPy array (`data`). Every differentiable operation 
 `forward` on raw arrays and a hand-written `backward` that returns the gradients of its parents; the engine
 (`Tensor.backward`) walks the graph in reverse topological order (iteratively: no recursion limit), reduces
 broadcast gradients back to each parent's shape in one place, accumulates them into leaves, and frees the graph.
+An embedding's gradient travels row-sparse (`RowGrad`) and is added in place where it meets the others.
 Follows micrograd's engine and tinygrad's `Tensor.backward`, with PyTorch's names and keywords.
 """
 from __future__ import annotations
