@@ -250,12 +250,9 @@ LAYER_NORM(double, f64)
     /* one row: o = softmax(x), and *m its maximum; returns Σ e^(x − m) (the cross-entropy's rows need both) */    \
     INLINE T softmax_row_##SUF(const T *xr, T *o, int64_t c, T *m_out)                                     \
     {                                                                                                             \
-        T m, s = 0;                                                                                               \
+        T m, s;                                                                                                   \
         LANE_MAX(T, c, xr[j], m);                                                                                 \
-        _Pragma("omp simd reduction(+ : s)") for (int64_t j = 0; j < c; j++) {                                    \
-            o[j] = EXP(xr[j] - m);                                                                                \
-            s += o[j];                                                                                            \
-        }                                                                                                         \
+        LANE_SUM(T, c, o[j] = EXP(xr[j] - m), s); /* the sum in lanes: the same bits on every clone */            \
         T inv = (T)1 / s;                                                                                         \
         _Pragma("omp simd") for (int64_t j = 0; j < c; j++) o[j] *= inv;                                          \
         *m_out = m;                                                                                               \
@@ -315,13 +312,8 @@ INLINE int64_t span(int64_t n, int64_t tk)
     /* e^(s·x_j − c) for the row's allowed keys (0 for the others, up to nv) into o; returns their sum */          \
     INLINE T causal_exp_##SUF(const T *x, T *o, int64_t n, int64_t nv, T sc, T c)                          \
     {                                                                                                             \
-        T sum = 0;                                                                                                \
-        _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < nv; j++) {                                 \
-            T e = EXP(sc * x[j] - c); /* computed on every lane, then selected: no scalar remainder */             \
-            e = j < n ? e : 0;                                                                                    \
-            o[j] = e;                                                                                             \
-            sum += e;                                                                                             \
-        }                                                                                                         \
+        T sum; /* computed on every lane, then selected: no scalar remainder; summed in lanes (clone-free bits) */ \
+        LANE_SUM(T, nv, o[j] = (j < n ? EXP(sc * x[j] - c) : 0), sum);                                            \
         return sum;                                                                                               \
     }                                                                                                             \
     API CLONES int causal_softmax_fwd_##SUF(const T *scores, T *p, int64_t row0, int64_t rows, int64_t tq,       \
