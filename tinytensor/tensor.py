@@ -141,6 +141,13 @@ def _dense(g: Any) -> Any:
     return out
 
 
+def _grad_buffer(node: "Tensor", g: Any) -> Any:
+    """The optimizer's preallocated buffer for this leaf's gradient (a view into its flat buffer), where it has one
+    of g's shape and dtype; else None."""
+    buf = getattr(node, "grad_buffer", None)
+    return buf if buf is not None and buf.shape == g.shape and buf.dtype == g.dtype else None
+
+
 def _into_leaf(node: "Tensor", g: RowGrad | _GradSum) -> None:
     """Accumulate a gradient with sparse parts into a leaf's .grad: into the existing gradient or the optimizer's
     buffer in place, else into a new array."""
@@ -151,8 +158,8 @@ def _into_leaf(node: "Tensor", g: RowGrad | _GradSum) -> None:
         if acc.dense is not None:
             out += acc.dense
     else:
-        buf = getattr(node, "grad_buffer", None)
-        if buf is None or buf.shape != acc.shape or buf.dtype != acc.dtype:
+        buf = _grad_buffer(node, acc)
+        if buf is None:
             node.grad = Tensor(_dense(acc))
             return
         out = buf
@@ -342,8 +349,8 @@ class Tensor:
                 if isinstance(g, (RowGrad, _GradSum)):
                     _into_leaf(node, g)
                 elif node.grad is None:
-                    buf = getattr(node, "grad_buffer", None)  # a view into an optimizer's flat gradient buffer
-                    if buf is not None and buf.shape == g.shape and buf.dtype == g.dtype:
+                    buf = _grad_buffer(node, g)
+                    if buf is not None:
                         buf[...] = g
                         node.grad = Tensor(buf)
                     elif (isinstance(g, np.ndarray) and g.base is None and g.flags.writeable
