@@ -357,7 +357,9 @@ def test_the_timed_choice_between_one_thread_and_the_pool_keeps_the_bits(monkeyp
 def test_c_pool_worker_sleeps_when_idle_small_calls_stay_inline_large_ones_wake_it(monkeypatch):
     """A C-pool worker spins SPIN_S after its last task, then sleeps; a small kernel that finds it asleep runs
     inline (waking it would cost more than the split saves), a large one splits and wakes it; the same bits."""
-    monkeypatch.setattr(threads, "SPIN_S", 0.02)  # long enough that a descheduled test still sees the woken spin
+    # long enough that the test thread, descheduled on 2 busy cores (CI runs two test processes), still sees the
+    # woken worker spin: 20 ms was not (a CI run of 12-03 found it asleep again)
+    monkeypatch.setattr(threads, "SPIN_S", 0.5)
     monkeypatch.setattr(native, "ADAPTIVE", False)
     before = threads.get_num_threads()
     threads.set_num_threads(2)  # fresh workers, which read SPIN_S when they wait
