@@ -111,7 +111,7 @@ class _GradSum:
         if isinstance(g, RowGrad):
             self.sparse.append(g)
         elif self.dense is None:
-            self.dense = g  # not ours: it may alias another gradient, so it is copied before any in-place add
+            self.dense = g  # not ours: it may alias another gradient, so never added into in place
         else:
             self.dense, self.owned = self.dense + g, True
 
@@ -125,20 +125,31 @@ def _add_grads(prev: Any, g: Any) -> Any:
     return acc
 
 
+def _write(acc: _GradSum, out: Any) -> Any:
+    """out = the sum of acc's contributions, its old contents overwritten (out may be acc's own dense sum)."""
+    sparse = acc.sparse
+    if acc.dense is not None:
+        if acc.dense is not out:
+            out[...] = acc.dense
+    else:  # the first sparse part over zeros: the same bits as RowGrad.dense
+        out[...] = 0
+        out[sparse[0].rows] = sparse[0].values
+        sparse = sparse[1:]
+    for r in sparse:
+        r.add_into(out)
+    return out
+
+
 def _dense(g: Any) -> Any:
     """A node's gradient as one array, for its op's backward."""
     if isinstance(g, RowGrad):
         return g.dense()
     if not isinstance(g, _GradSum):
         return g
-    sparse = g.sparse
-    if g.dense is None:
-        out, sparse = sparse[0].dense(), sparse[1:]
-    else:
-        out = g.dense if g.owned else g.dense.copy()
-    for r in sparse:
-        r.add_into(out)
-    return out
+    if g.owned:
+        return _write(g, g.dense)
+    xp = get_array_module(g.dense if g.dense is not None else g.sparse[0].values)
+    return _write(g, xp.empty(g.shape, dtype=g.dtype))  # a dense part not ours may alias another gradient
 
 
 def _grad_buffer(node: "Tensor", g: Any) -> Any:
@@ -152,25 +163,14 @@ def _into_leaf(node: "Tensor", g: RowGrad | _GradSum) -> None:
     """Accumulate a gradient with sparse parts into a leaf's .grad: into the existing gradient or the optimizer's
     buffer in place, else into a new array."""
     acc = g if isinstance(g, _GradSum) else _GradSum(g)
-    sparse = acc.sparse
-    if node.grad is not None:
-        out = node.grad.data
-        if acc.dense is not None:
-            out += acc.dense
-    else:
+    if node.grad is None:
         buf = _grad_buffer(node, acc)
-        if buf is None:
-            node.grad = Tensor(_dense(acc))
-            return
-        out = buf
-        if acc.dense is not None:
-            out[...] = acc.dense
-        else:  # the first sparse part is assigned over zeros (the same bits as RowGrad.dense)
-            out[...] = 0
-            out[sparse[0].rows] = sparse[0].values
-            sparse = sparse[1:]
-        node.grad = Tensor(out)
-    for r in sparse:
+        node.grad = Tensor(_dense(acc) if buf is None else _write(acc, buf))
+        return
+    out = node.grad.data
+    if acc.dense is not None:
+        out += acc.dense
+    for r in acc.sparse:
         r.add_into(out)
 
 

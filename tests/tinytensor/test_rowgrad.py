@@ -23,49 +23,33 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def _tied(emb, lin, w, ids):
-    """Embedding then a head with the same table (GPT-2's tied weights), a nonlinear loss."""
-    h = emb(ids, w)
-    logits = lin(h, w)
-    return (logits * logits).sum() + (h * h * h).sum()
+def _loss(kind: str, w, emb, lin, ids, ids2):
+    """The same graph in either library (emb, lin: its embedding and linear; ids, ids2: its id tensors)."""
+    if kind in ("tied", "tied_and_penalty"):  # an embedding then a head with the same table (GPT-2's tied weights)
+        h = emb(ids, w)
+        logits = lin(h, w)
+        loss = (logits * logits).sum() + (h * h * h).sum()
+        # tied_and_penalty: two dense contributions and a sparse one to the same leaf
+        return loss + (w * w * w).sum() if kind == "tied_and_penalty" else loss
+    if kind == "dense_after_sparse":  # the engine meets w*w's gradient, then the lookup's, then w*3's
+        return (w * w).sum() + (emb(ids, w) ** 2).sum() + (w * 3.0).sum()
+    if kind == "two_lookups":
+        return (emb(ids, w) ** 2).sum() + (emb(ids2, w) ** 3).sum()
+    if kind == "computed_weight":  # the table is a non-leaf: its gradient is made dense for Mul's backward
+        w2 = w * 2.0
+        return (emb(ids, w2) ** 2).sum() + (emb(ids2, w2) ** 3).sum() + (w2 * w2).sum()
+    if kind == "shared_dense":  # Add sends one array to w2 and v: the lookup's rows must not be added into it
+        w2, v = w * 2.0, w * 3.0
+        return ((v + w2) ** 2).sum() + (emb(ids, w2) ** 2).sum()
+    return (emb(ids, w) ** 2).sum()
 
 
 def _loss_ours(kind: str, w: tt.Tensor) -> tt.Tensor:
-    ids, ids2 = tt.Tensor(IDS), tt.Tensor(IDS2)
-    if kind == "tied":
-        return _tied(F.embedding, F.linear, w, ids)
-    if kind == "tied_and_penalty":  # two dense contributions and a sparse one to the same leaf
-        return _tied(F.embedding, F.linear, w, ids) + (w * w * w).sum()
-    if kind == "dense_after_sparse":  # the engine meets w*w's gradient, then the lookup's, then w*3's
-        return (w * w).sum() + (F.embedding(ids, w) ** 2).sum() + (w * 3.0).sum()
-    if kind == "two_lookups":
-        return (F.embedding(ids, w) ** 2).sum() + (F.embedding(ids2, w) ** 3).sum()
-    if kind == "computed_weight":  # the table is a non-leaf: its gradient is made dense for Mul's backward
-        w2 = w * 2.0
-        return (F.embedding(ids, w2) ** 2).sum() + (F.embedding(ids2, w2) ** 3).sum() + (w2 * w2).sum()
-    if kind == "shared_dense":  # Add sends one array to w2 and v: the lookup's rows must not be added into it
-        w2, v = w * 2.0, w * 3.0
-        return ((v + w2) ** 2).sum() + (F.embedding(ids, w2) ** 2).sum()
-    return (F.embedding(ids, w) ** 2).sum()
+    return _loss(kind, w, F.embedding, F.linear, tt.Tensor(IDS), tt.Tensor(IDS2))
 
 
 def _loss_torch(kind: str, w: torch.Tensor) -> torch.Tensor:
-    ids, ids2 = torch.tensor(IDS), torch.tensor(IDS2)
-    if kind == "tied":
-        return _tied(TF.embedding, TF.linear, w, ids)
-    if kind == "tied_and_penalty":
-        return _tied(TF.embedding, TF.linear, w, ids) + (w * w * w).sum()
-    if kind == "dense_after_sparse":
-        return (w * w).sum() + (TF.embedding(ids, w) ** 2).sum() + (w * 3.0).sum()
-    if kind == "two_lookups":
-        return (TF.embedding(ids, w) ** 2).sum() + (TF.embedding(ids2, w) ** 3).sum()
-    if kind == "computed_weight":
-        w2 = w * 2.0
-        return (TF.embedding(ids, w2) ** 2).sum() + (TF.embedding(ids2, w2) ** 3).sum() + (w2 * w2).sum()
-    if kind == "shared_dense":
-        w2, v = w * 2.0, w * 3.0
-        return ((v + w2) ** 2).sum() + (TF.embedding(ids, w2) ** 2).sum()
-    return (TF.embedding(ids, w) ** 2).sum()
+    return _loss(kind, w, TF.embedding, TF.linear, torch.tensor(IDS), torch.tensor(IDS2))
 
 
 KINDS = ["alone", "tied", "tied_and_penalty", "dense_after_sparse", "two_lookups", "computed_weight", "shared_dense"]
