@@ -11,7 +11,7 @@ float32, dropout 0.1, random token ids). Buckets, per step (medians over `--repe
   unbroadcast, gradient accumulation, zero_grad, the model's forward Python).
 The clock wrappers add a few µs per call; the uninstrumented median step is printed beside them.
 
-    python -m benchmarks.profile_step [--config tiny|shakespeare|small] [--repeats 20] [--cprofile 15]
+    python -m benchmarks.profile_step [--config tiny|shakespeare|small] [--repeats 20] [--cprofile 15] [--products 15]
 
 Re-executes itself without the machine's OpenBLAS overrides (benchmarks/common.py) and prints the BLAS core.
 """
@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import cProfile
 import io
+import math
 import pstats
 import statistics
 import sys
@@ -30,8 +31,10 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def blas_clock(acc: dict[str, float]) -> Iterator[None]:
-    """While active, add the wall time of every engine matrix product to acc['blas']."""
+def blas_clock(acc: dict[str, float], by_product: dict[tuple, list[float]] | None = None) -> Iterator[None]:
+    """While active, add the wall time of every engine matrix product to acc['blas'] (and, given `by_product`,
+    append it to by_product[(a's shape, b's shape, layouts)], a layout being C, T for a transposed C array, or S
+    for other strides)."""
     from tinytensor.kernels import matmul as mm
 
     orig = mm.matmul
@@ -41,7 +44,11 @@ def blas_clock(acc: dict[str, float]) -> Iterator[None]:
         try:
             return orig(a, b)
         finally:
-            acc["blas"] += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            acc["blas"] += dt
+            if by_product is not None:
+                layouts = "".join(mm._layout(x) or "S" for x in (a, b))
+                by_product[(tuple(a.shape), tuple(b.shape), layouts)].append(dt)
 
     # ops, functional and kernels.attention call it through their module attribute or their own import
     import tinytensor.kernels.attention as attn
@@ -106,6 +113,23 @@ def breakdown(config: str, repeats: int) -> dict[str, Any]:
             "page_faults_per_step": faults}
 
 
+def product_table(step: Any, n_steps: int) -> list[dict[str, Any]]:
+    """Each engine product of `n_steps` steps, by shapes and layouts: calls per step, median µs, GFLOP/s, ms per
+    step; slowest total first. Shows which products run far below the 2-D rate (attention's strided heads)."""
+    by_product: dict[tuple, list[float]] = defaultdict(list)
+    with blas_clock(defaultdict(float), by_product):
+        for _ in range(n_steps):
+            step()
+    rows = []
+    for (sa, sb, layouts), times in by_product.items():
+        med = statistics.median(times)
+        flops = 2 * math.prod(sa) * sb[-1]
+        per_step = len(times) / n_steps
+        rows.append({"a": sa, "b": sb, "layouts": layouts, "per_step": per_step, "us": med * 1e6,
+                     "gflops": flops / med / 1e9, "ms_per_step": med * per_step * 1e3})
+    return sorted(rows, key=lambda r: -r["ms_per_step"])
+
+
 def top_functions(step: Any, n_steps: int, top: int) -> str:
     """cProfile of n_steps steps: the `top` functions by own time."""
     prof = cProfile.Profile()
@@ -126,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="tiny", choices=tuple(TRAIN_CONFIGS))
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--cprofile", type=int, default=15, help="print the top N functions by own time (0: none)")
+    p.add_argument("--products", type=int, default=0, help="print the N products with the most time per step, by "
+                   "shapes and layouts (0: none)")
     args = p.parse_args(argv)
     from benchmarks.common import blas_description, load_avg
 
@@ -138,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         share = f"{v / s['instrumented step']:.0%}" if k not in ("plain step",) else ""
         print(f"| {k} | {v * 1e3:.2f} | {share} |")
     print(f"\nminor page faults per instrumented step: {r['page_faults_per_step']:,.0f}")
+    if args.products:
+        print("\n| a | b | layouts | per step | µs each | GFLOP/s | ms/step |\n|---|---|---|---:|---:|---:|---:|")
+        for row in product_table(r["step"], args.repeats)[:args.products]:
+            print(f"| {row['a']} | {row['b']} | {row['layouts']} | {row['per_step']:g} | {row['us']:.0f} | "
+                  f"{row['gflops']:.1f} | {row['ms_per_step']:.2f} |")
     if args.cprofile:
         print("\n```\n" + top_functions(r["step"], max(5, args.repeats // 2), args.cprofile).strip() + "\n```")
     return 0
