@@ -194,6 +194,20 @@ def test_exp32_over_the_float32_range():
     assert np.abs(ours[sub].astype(np.float64) - ref[sub]).max() <= 1.5e-45
 
 
+def _on_one_and_two_threads(run):
+    """run() on one thread, then on two with every size split: both results, for a bit-for-bit comparison."""
+    before = threads.get_num_threads(), threads.MIN_PARALLEL, native.ADAPTIVE
+    try:
+        threads.set_num_threads(1)
+        one = run()
+        threads.set_num_threads(2)
+        threads.MIN_PARALLEL, native.ADAPTIVE = 1, False
+        return one, run()
+    finally:
+        threads.set_num_threads(before[0])
+        threads.MIN_PARALLEL, native.ADAPTIVE = before[1:]
+
+
 @pytest.mark.parametrize("op", ["layer_norm", "gelu_tanh", "gelu_erf", "softmax"])
 def test_bits_repeat_at_one_and_two_threads(op):
     rng = np.random.default_rng(5)
@@ -213,16 +227,7 @@ def test_bits_repeat_at_one_and_two_threads(op):
         out, d = native.gelu_erf_forward(x)
         return out, native.gelu_erf_backward(dout, d)
 
-    before = threads.get_num_threads(), threads.MIN_PARALLEL, native.ADAPTIVE
-    try:
-        threads.set_num_threads(1)
-        one = run()
-        threads.set_num_threads(2)
-        threads.MIN_PARALLEL, native.ADAPTIVE = 1, False
-        two = run()
-    finally:
-        threads.set_num_threads(before[0])
-        threads.MIN_PARALLEL, native.ADAPTIVE = before[1:]
+    one, two = _on_one_and_two_threads(run)
     for a, b2 in zip(one, two):
         np.testing.assert_array_equal(a, b2)
 
@@ -313,6 +318,113 @@ def test_causal_softmax_rows_longer_than_the_stack_buffer_and_overflowing_rows()
     assert saved["fused"]
     want = TF.scaled_dot_product_attention(*(torch.tensor(a) for a in (q, k, v)), is_causal=True).numpy()
     assert_close("out", out, want, 1e-10)
+
+
+def _model_heads(rng, lead: tuple, t: int, e: int, dtype, strided: bool) -> np.ndarray:
+    """Heads (.., h, t, e): views of a (b, t, 3, h, e) projection, as the model's, or contiguous arrays."""
+    if not strided:
+        return rng.standard_normal(lead + (t, e)).astype(dtype)
+    if len(lead) == 1:  # (h, t, e) from (t, 3, h, e)
+        return rng.standard_normal((t, 3) + lead + (e,)).astype(dtype)[:, 1].transpose(1, 0, 2)
+    return rng.standard_normal((lead[0], t, 3, lead[1], e)).astype(dtype)[:, :, 1].transpose(0, 2, 1, 3)
+
+
+def _torch_causal(q, k, v, scale: float, keep=None, c: float = 1.0):
+    """torch float64: O = (c·D ⊙ softmax(s·QKᵀ + causal mask)) V, P, and the leaf tensors (for their .grad)."""
+    tq, tk, tv = (torch.tensor(np.ascontiguousarray(a), dtype=torch.float64, requires_grad=True) for a in (q, k, v))
+    scores = (tq @ tk.transpose(-1, -2) * scale).masked_fill(
+        ~torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(), float("-inf"))
+    probs = scores.softmax(-1)
+    weights = probs if keep is None else probs * torch.tensor(keep) * c
+    return weights @ tv, probs, (tq, tk, tv)
+
+
+# (lead, tq, tk, E, Ev): the model's layout; one query block and key tile exactly; fewer queries than keys (a
+# cache's top-left mask); 3-D heads; E, Ev and T off the tiles' 6 rows and 16 (float64: 8) columns
+WHOLE_CASES = [((12, 4), 64, 64, 32, 32), ((1, 2), 6, 16, 16, 8), ((2, 3), 5, 7, 8, 8), ((3,), 37, 40, 17, 5),
+               ((1, 2), 100, 128, 64, 64)]
+
+
+@pytest.mark.parametrize("case", WHOLE_CASES, ids=str)
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+@pytest.mark.parametrize("strided", [True, False], ids=["strided", "contiguous"])
+def test_whole_attention_kernel_matches_torch(case, dtype, rtol, strided, two_threads):
+    """The whole causal attention in C (forward in one call, its hand-derived backward in another): O, the saved P
+    and dQ, dK, dV against torch in float64, through attention_forward / attention_backward (the path the model
+    takes), on heads strided as the model's and contiguous ones; with and without dropout's keep-mask."""
+    from tinytensor.kernels import attention as katt
+
+    lead, tq, tk, e, ev = case
+    rng = np.random.default_rng(20)
+    q = _model_heads(rng, lead, tq, e, dtype, strided)
+    k, v = _model_heads(rng, lead, tk, e, dtype, strided), _model_heads(rng, lead, tk, ev, dtype, strided)
+    dout = rng.standard_normal(lead + (tq, ev)).astype(dtype)
+    for keep in (None, rng.random(lead + (tq, tk)) > 0.3):
+        out, saved = katt.attention_forward(q, k, v, is_causal=True, scale=0.3, dropout_keep=keep, dropout_p=0.3)
+        assert saved["whole"]
+        dq, dk, dv = katt.attention_backward(dout, saved)
+        want, probs, leaves = _torch_causal(q, k, v, 0.3, keep, 1 / 0.7)
+        want.backward(torch.tensor(dout, dtype=torch.float64))
+        for name, ours, ref in [("out", out, want), ("P", saved["probs"], probs), ("dq", dq, leaves[0].grad),
+                                ("dk", dk, leaves[1].grad), ("dv", dv, leaves[2].grad)]:
+            assert ours.dtype == dtype and ours.shape == tuple(ref.shape), name
+            assert_close(name, ours, ref.detach().numpy(), rtol)
+        np.testing.assert_array_equal(np.triu(saved["probs"], 1), 0)  # P is 0 above the diagonal, as the path saves it
+
+
+def test_whole_attention_bits_repeat_at_one_and_two_threads_and_heads_merge_free():
+    """Each head is one sequence of fixed-order sums, whichever thread runs it: the same bits on 1 and 2 threads.
+    The output and dQ are (b, h, t, e) views of (b, t, h, e) blocks, so merging the heads back is a free reshape."""
+    rng = np.random.default_rng(21)
+    q, k, v = (_model_heads(rng, (6, 4), 64, 32, np.float32, True) for _ in range(3))
+    dout = rng.standard_normal(q.shape).astype(np.float32)
+
+    def run():
+        out, probs = native.causal_attention_forward(q, k, v, 0.2)
+        return (out, probs) + native.causal_attention_backward(dout, q, k, v, probs, 0.2)
+
+    one, two = _on_one_and_two_threads(run)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    assert one[0].transpose(0, 2, 1, 3).flags.c_contiguous and one[2].transpose(0, 2, 1, 3).flags.c_contiguous
+
+
+def test_whole_attention_takes_only_what_it_fits():
+    """GQA heads, more keys than ATTENTION_MAX_T, heads over ATTENTION_MAX_E, a broadcast keep-mask, key batches
+    that broadcast and the NumPy kernels switched off all take the batched-product path."""
+    from tinytensor.kernels import attention as katt
+
+    rng = np.random.default_rng(22)
+    q = rng.standard_normal((2, 4, 8, 16))
+    assert native.whole_attention_fits(q, q, q) and native.whole_attention_fits(q, q, q, np.ones((2, 4, 8, 8), bool))
+    assert not native.whole_attention_fits(q, q[:, :2], q[:, :2])  # GQA
+    assert not native.whole_attention_fits(q, q[:1], q[:1])  # a broadcast batch
+    assert not native.whole_attention_fits(q, q, q, np.ones((1, 1, 8, 8), bool))  # a broadcast mask
+    strided = q[..., ::2]  # a strided last axis is copied to contiguous rows first: the same bits
+    assert native.whole_attention_fits(strided, strided, strided)
+    contiguous = np.ascontiguousarray(strided)
+    np.testing.assert_array_equal(native.causal_attention_forward(strided, strided, strided, 0.5)[0],
+                                  native.causal_attention_forward(contiguous, contiguous, contiguous, 0.5)[0])
+    assert not native.whole_attention_fits(q[:, :, :, :8], q, q)  # E of q and k differ (the wrapper refuses it)
+    long = rng.standard_normal((1, 1, 4, native.ATTENTION_MAX_T + 1, 8))[0]
+    assert not native.whole_attention_fits(long, long, long)
+    wide = rng.standard_normal((1, 1, 4, native.ATTENTION_MAX_E + 1))
+    assert not native.whole_attention_fits(wide, wide, wide)
+    out, saved = katt.attention_forward(q, q[:, :2], q[:, :2], is_causal=True, enable_gqa=True)
+    assert saved["fused"] and not saved.get("whole")
+    native.set_native_kernels(False)
+    try:
+        assert not native.whole_attention_fits(q, q, q)
+    finally:
+        native.set_native_kernels(True)
+
+
+def test_whole_attention_gradients_by_finite_differences():
+    """Through F.scaled_dot_product_attention (the autograd op the model calls), float64, with the whole kernel."""
+    rng = np.random.default_rng(23)
+    heads = [tt.Tensor(_model_heads(rng, (2, 2), 7, 5, np.float64, True), requires_grad=True) for _ in range(3)]
+    assert native.whole_attention_fits(*(t.data for t in heads))
+    gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.8), heads)
 
 
 @pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)

@@ -316,6 +316,27 @@ INLINE int64_t span(int64_t n, int64_t tk)
         LANE_SUM(T, nv, o[j] = (j < n ? EXP(sc * x[j] - c) : 0), sum);                                            \
         return sum;                                                                                               \
     }                                                                                                             \
+    /* P_i· of one row of raw scores x (row i: n = i + 1 allowed keys of tk, loops to nv): the exponentials into buf, \
+     * then o = buf / Σ (o may be x; buf may be o when x is not) */                                               \
+    INLINE void causal_row_##SUF(const T *x, T *buf, T *o, int64_t n, int64_t nv, int64_t tk, T sc)               \
+    {                                                                                                             \
+        /* shift by the diagonal score s·x_i (always allowed, ≤ the row maximum, so the sum is ≥ 1): one pass     \
+         * fewer than by the maximum; where that overflows (or meets a nan) the row is redone with the max */     \
+        T sum = causal_exp_##SUF(x, buf, n, nv, sc, sc * x[n - 1]);                                               \
+        if (!(sum < INFINITY)) {                                                                                  \
+            T m = -INFINITY;                                                                                      \
+            int nan = 0;                                                                                          \
+            for (int64_t j = 0; j < n; j++) {                                                                     \
+                T v = sc * x[j];                                                                                  \
+                m = v > m ? v : m;                                                                                \
+                nan |= v != v;                                                                                    \
+            }                                                                                                     \
+            sum = causal_exp_##SUF(x, buf, n, nv, sc, nan ? (T)NAN : m);                                          \
+        }                                                                                                         \
+        T inv = (T)1 / sum;                                                                                       \
+        _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) o[j] = buf[j] * inv;                                 \
+        for (int64_t j = nv; j < tk; j++) o[j] = 0;                                                               \
+    }                                                                                                             \
     API CLONES int causal_softmax_fwd_##SUF(const T *scores, T *p, int64_t row0, int64_t rows, int64_t tq,       \
                                             int64_t tk, double scale) /* 0, or 1 when out of memory */            \
     {                                                                                                             \
@@ -326,25 +347,8 @@ INLINE int64_t span(int64_t n, int64_t tk)
         if (!buf) return 1;                                                                                       \
         int64_t i = row0 % tq;                                                                                    \
         for (int64_t r = 0; r < rows; r++, i = i + 1 == tq ? 0 : i + 1) {                                         \
-            const T *x = scores + r * tk;                                                                         \
-            T *o = p + r * tk;                                                                                    \
             int64_t n = i + 1, nv = span(n, tk);                                                                  \
-            /* shift by the diagonal score s·x_i (always allowed, ≤ the row maximum, so the sum is ≥ 1): one pass  \
-             * fewer than by the maximum; where that overflows (or meets a nan) the row is redone with the max */  \
-            T sum = causal_exp_##SUF(x, buf, n, nv, sc, sc * x[i]);                                               \
-            if (!(sum < INFINITY)) {                                                                              \
-                T m = -INFINITY;                                                                                  \
-                int nan = 0;                                                                                      \
-                for (int64_t j = 0; j < n; j++) {                                                                 \
-                    T v = sc * x[j];                                                                              \
-                    m = v > m ? v : m;                                                                            \
-                    nan |= v != v;                                                                                \
-                }                                                                                                 \
-                sum = causal_exp_##SUF(x, buf, n, nv, sc, nan ? (T)NAN : m);                                      \
-            }                                                                                                     \
-            T inv = (T)1 / sum;                                                                                   \
-            _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) o[j] = buf[j] * inv;                             \
-            for (int64_t j = nv; j < tk; j++) o[j] = 0;                                                           \
+            causal_row_##SUF(scores + r * tk, buf, p + r * tk, n, nv, tk, sc);                                    \
         }                                                                                                         \
         if (buf != stack) free(buf);                                                                              \
         return 0;                                                                                                 \
@@ -611,6 +615,184 @@ typedef int (*range_fn)(const int64_t *a, const double *d, int64_t lo, int64_t h
 
 RANGE_CALLS(float, f32)
 RANGE_CALLS(double, f64)
+
+/* ---------------------------------------------------------------------------------------------- fused attention
+ * Causal attention whole, for small heads (tinytensor/kernels/attention.py has the equations): per (batch, head),
+ * with s the scale, c = 1/(1 − p) and D the dropout keep-mask (without dropout c·D = 1), query i seeing keys j ≤ i,
+ *     forward   S_i· = q_i Kᵀ,  P_i· = softmax(s·S_i·) (causal_row),  o_i = Σ_j c·D_ij P_ij v_j
+ *     backward  dP_ij = c·D_ij (do_i · v_j),  dS_ij = s·P_ij (dP_ij − Σ_j' dP_ij' P_ij'),
+ *               dq_i = Σ_j dS_ij k_j,  dk_j = Σ_{i≥j} dS_ij q_i,  dv_j = Σ_{i≥j} c·D_ij P_ij do_i
+ * in one call over every head instead of six batched BLAS products and two softmax passes. Why: at small heads
+ * (the shakespeare-char recipe's T 64, E 32) NumPy runs one small GEMM per head, on strided operands, at 32-82
+ * GFLOP/s with ~2.5 µs of overhead per call (benchmarks/NOTES.md, eighth stop). Here each product is a sum of rows
+ * scaled by scalars, over a row that stays in L1 (K and V are transposed once per head, so that the rows of S and
+ * dP are such sums too), and the masked half is never computed. The operands are read in place at any row strides
+ * (the model's heads are views of its (b, t, h, hd) projections). Heads are independent and each one is summed in
+ * a fixed order: the bits do not depend on the threads. */
+/* operand i of head (b, h) and its row stride, from the (b, h, t) strides of stride triple j */
+#define AT_(T, i, j) ARG(T *, i) + b * s[3 * (j)] + h * s[3 * (j) + 1], s[3 * (j) + 2]
+#define MR 6                      /* the tiles' rows */
+#define NR(T) ((int)(64 / sizeof(T))) /* and columns: 16 float32, 8 float64 */
+#define CAUSAL_ATTENTION(T, SUF, FMA)                                                                             \
+    /* one tile of C = A·B, MR rows by NR columns (mr ≤ MR rows stored), its sums held in registers over the kk   \
+     * products: A's element (i, k) at a[i·ars + k·aks], B's row k at b + k·ldb */                                \
+    INLINE void tile_##SUF(T *c, int64_t ldc, const T *a, int64_t ars, int64_t aks, const T *b, int64_t ldb,      \
+                           int64_t mr, int64_t kk)                                                                \
+    {                                                                                                             \
+        T acc[MR][NR(T)];                                                                                         \
+        const T *ar[MR];                                                                                          \
+        for (int r = 0; r < MR; r++) {                                                                            \
+            ar[r] = a + (r < mr ? r : 0) * ars; /* rows past mr repeat row 0, unstored */                         \
+            _Pragma("omp simd") for (int j = 0; j < NR(T); j++) acc[r][j] = 0;                                    \
+        }                                                                                                         \
+        for (int64_t k = 0; k < kk; k++) {                                                                        \
+            const T *bk = b + k * ldb;                                                                            \
+            for (int r = 0; r < MR; r++) {                                                                        \
+                const T x = ar[r][k * aks];                                                                       \
+                _Pragma("omp simd") for (int j = 0; j < NR(T); j++) acc[r][j] = FMA(x, bk[j], acc[r][j]);         \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int64_t r = 0; r < mr; r++) {                                                                        \
+            _Pragma("omp simd") for (int j = 0; j < NR(T); j++) c[r * ldc + j] = acc[r][j];                       \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* the last nr < NR columns of a tile row by row, each element the same FMA chain as in tile */               \
+    INLINE void tile_edge_##SUF(T *c, int64_t ldc, const T *a, int64_t ars, int64_t aks, const T *b, int64_t ldb, \
+                                int64_t mr, int64_t nr, int64_t kk)                                               \
+    {                                                                                                             \
+        for (int64_t r = 0; r < mr; r++) {                                                                        \
+            T acc[NR(T)] = {0};                                                                                   \
+            for (int64_t k = 0; k < kk; k++) {                                                                    \
+                const T x = a[r * ars + k * aks], *bk = b + k * ldb;                                              \
+                for (int64_t j = 0; j < nr; j++) acc[j] = FMA(x, bk[j], acc[j]);                                  \
+            }                                                                                                     \
+            for (int64_t j = 0; j < nr; j++) c[r * ldc + j] = acc[j];                                             \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* C (m × n, rows at ldc) = A (m × kk) · B (kk × n), tile by tile; every element one FMA chain over k = 0..kk−1 \
+     * in order, so the bits do not depend on the tiling (nor on the clone) */                                    \
+    INLINE void gemm_##SUF(T *c, int64_t ldc, const T *a, int64_t ars, int64_t aks, const T *b, int64_t ldb, int64_t m, \
+                           int64_t n, int64_t kk)                                                                 \
+    {                                                                                                             \
+        for (int64_t i = 0; i < m; i += MR) {                                                                     \
+            int64_t mr = m - i < MR ? m - i : MR;                                                                 \
+            int64_t j = 0;                                                                                        \
+            for (; j + NR(T) <= n; j += NR(T))                                                                    \
+                tile_##SUF(c + i * ldc + j, ldc, a + i * ars, ars, aks, b + j, ldb, mr, kk);                      \
+            if (j < n) tile_edge_##SUF(c + i * ldc + j, ldc, a + i * ars, ars, aks, b + j, ldb, mr, n - j, kk);   \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* xT[e·tk + j] = x[j·ld + e] for the nk keys any query sees, 0 up to span(nk, tk): rows of S and dP are then \
+     * products with xT */                                                                                        \
+    INLINE void keys_transposed_##SUF(const T *x, int64_t ld, T *xT, int64_t nk, int64_t tk, int64_t e_dim)       \
+    {                                                                                                             \
+        int64_t nv = span(nk, tk);                                                                                \
+        for (int64_t j = 0; j < nk; j++) /* x's rows read in order: they are strided, xT is in L1 */              \
+            for (int64_t e = 0; e < e_dim; e++) xT[e * tk + j] = x[j * ld + e];                                   \
+        for (int64_t e = 0; e < e_dim; e++)                                                                       \
+            for (int64_t j = nk; j < nv; j++) xT[e * tk + j] = 0;                                                 \
+    }                                                                                                             \
+    /* one head's forward: P (tq, tk) contiguous, rows of o at stride ot; kT (e_dim, tk), sblk and wblk (MR, tk)  \
+     * scratch. Queries in blocks of MR rows: block i0 needs the keys j < i0 + mr */                              \
+    INLINE void attn_fwd_head_##SUF(const T *q, int64_t qt, const T *k, int64_t kt, const T *v, int64_t vt, T *o, \
+                                    int64_t ot, T *p, const uint8_t *keep, int64_t tq, int64_t tk, int64_t e_dim, \
+                                    int64_t ev, T sc, T c, T *kT, T *sblk, T *wblk)                               \
+    {                                                                                                             \
+        keys_transposed_##SUF(k, kt, kT, tq, tk, e_dim);                                                          \
+        for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
+            int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
+            gemm_##SUF(sblk, tk, q + i0 * qt, qt, 1, kT, tk, mr, span(nk, tk), e_dim); /* S = Q Kᵀ, unscaled */   \
+            for (int64_t r = 0; r < mr; r++) {                                                                    \
+                int64_t n = i0 + r + 1;                                                                           \
+                T *pr = p + (i0 + r) * tk;                                                                        \
+                causal_row_##SUF(sblk + r * tk, pr, pr, n, span(n, tk), tk, sc);                                  \
+                if (keep) { /* P̃ = c·D ⊙ P over the block's keys (0 past the diagonal) */                        \
+                    const uint8_t *dr = keep + (i0 + r) * tk;                                                     \
+                    for (int64_t j = 0; j < nk; j++) wblk[r * tk + j] = c * (T)dr[j] * pr[j];                     \
+                }                                                                                                 \
+            }                                                                                                     \
+            const T *w = keep ? wblk : p + i0 * tk;                                                               \
+            gemm_##SUF(o + i0 * ot, ot, w, tk, 1, v, vt, mr, ev, nk); /* O = P̃ V */                              \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* one head's backward from dO (rows at stride dot) and the saved P: dq, dk, dv rows at their strides; vT     \
+     * (ev, tk), ds and pw (tq, tk), dblk (MR, tk) scratch */                                                     \
+    INLINE void attn_bwd_head_##SUF(const T *dout, int64_t dot, const T *q, int64_t qt, const T *k, int64_t kt,   \
+                                    const T *v, int64_t vt, const T *p, const uint8_t *keep, T *dq, int64_t dqt,  \
+                                    T *dk, int64_t dkt, T *dv, int64_t dvt, int64_t tq, int64_t tk, int64_t e_dim, \
+                                    int64_t ev, T sc, T c, T *vT, T *ds, T *pw, T *dblk)                          \
+    {                                                                                                             \
+        keys_transposed_##SUF(v, vt, vT, tq, tk, ev);                                                             \
+        for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
+            int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
+            gemm_##SUF(dblk, tk, dout + i0 * dot, dot, 1, vT, tk, mr, span(nk, tk), ev); /* dP̃ = dO Vᵀ */        \
+            for (int64_t r = 0; r < mr; r++) {                                                                    \
+                int64_t i = i0 + r, n = i + 1, nv = span(n, tk);                                                  \
+                const T *pr = p + i * tk;                                                                         \
+                T *dp = dblk + r * tk, *dsr = ds + i * tk, dotp;                                                  \
+                if (keep) { /* dP = c·D ⊙ dP̃; P̃ = c·D ⊙ P for dV */                                             \
+                    const uint8_t *dr = keep + i * tk;                                                            \
+                    for (int64_t j = 0; j < n; j++) {                                                             \
+                        T f = c * (T)dr[j];                                                                       \
+                        dp[j] *= f;                                                                               \
+                        pw[i * tk + j] = f * pr[j];                                                               \
+                    }                                                                                             \
+                    for (int64_t j = n; j < tk; j++) pw[i * tk + j] = 0;                                          \
+                }                                                                                                 \
+                LANE_SUM(T, nv, dp[j] * pr[j], dotp); /* P is 0 past the diagonal (saved so) */                   \
+                _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) dsr[j] = sc * pr[j] * (dp[j] - dotp);        \
+                for (int64_t j = nv; j < tk; j++) dsr[j] = 0;                                                     \
+            }                                                                                                     \
+            gemm_##SUF(dq + i0 * dqt, dqt, ds + i0 * tk, tk, 1, k, kt, mr, e_dim, nk); /* dQ = dS K */            \
+        }                                                                                                         \
+        const T *w = keep ? pw : p;                                                                               \
+        for (int64_t j0 = 0; j0 < tq; j0 += MR) { /* keys j0.. are seen by the queries i ≥ j0 */                  \
+            int64_t mr = tq - j0 < MR ? tq - j0 : MR, m = tq - j0;                                                \
+            gemm_##SUF(dk + j0 * dkt, dkt, ds + j0 * tk + j0, 1, tk, q + j0 * qt, qt, mr, e_dim, m); /* dK = dSᵀ Q */ \
+            gemm_##SUF(dv + j0 * dvt, dvt, w + j0 * tk + j0, 1, tk, dout + j0 * dot, dot, mr, ev, m); /* dV = P̃ᵀ dO */ \
+        }                                                                                                         \
+        for (int64_t j = tq; j < tk; j++) { /* keys after the last query get no gradient */                       \
+            for (int64_t e = 0; e < e_dim; e++) dk[j * dkt + e] = 0;                                              \
+            for (int64_t e = 0; e < ev; e++) dv[j * dvt + e] = 0;                                                 \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* heads [lo, hi): u = b·H + h, operands at b·s_b + h·s_h (strides in elements, a's layout in native.py) */   \
+    API CLONES int causal_attention_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)    \
+    {                                                                                                             \
+        int64_t tq = a[6], tk = a[7], e_dim = a[8], ev = a[9], nh = a[10];                                        \
+        const int64_t *s = a + 11; /* (b, h, t) strides of q, k, v, o */                                          \
+        T *kT = (T *)malloc((size_t)((e_dim + 2 * MR) * tk) * sizeof(T));                                         \
+        if (!kT) return 1;                                                                                        \
+        for (int64_t u = lo; u < hi; u++) {                                                                       \
+            int64_t b = u / nh, h = u % nh;                                                                       \
+            const uint8_t *keep = ARG(const uint8_t *, 5);                                                        \
+            attn_fwd_head_##SUF(AT_(T, 0, 0), AT_(T, 1, 1), AT_(T, 2, 2), AT_(T, 3, 3), ARG(T *, 4) + u * tq * tk, \
+                                keep ? keep + u * tq * tk : keep, tq, tk, e_dim, ev, (T)d[0], (T)d[1], kT,        \
+                                kT + e_dim * tk, kT + (e_dim + MR) * tk);                                         \
+        }                                                                                                         \
+        free(kT);                                                                                                 \
+        return 0;                                                                                                 \
+    }                                                                                                             \
+    API CLONES int causal_attention_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)    \
+    {                                                                                                             \
+        int64_t tq = a[9], tk = a[10], e_dim = a[11], ev = a[12], nh = a[13];                                     \
+        const int64_t *s = a + 14; /* (b, h, t) strides of dout, q, k, v, dq, dk, dv */                           \
+        const uint8_t *keep = ARG(const uint8_t *, 5);                                                            \
+        T *vT = (T *)malloc((size_t)((ev + (keep ? 2 : 1) * tq + MR) * tk) * sizeof(T));                          \
+        if (!vT) return 1;                                                                                        \
+        T *ds = vT + ev * tk, *dblk = ds + tq * tk, *pw = dblk + MR * tk;                                         \
+        for (int64_t u = lo; u < hi; u++) {                                                                       \
+            int64_t b = u / nh, h = u % nh;                                                                       \
+            attn_bwd_head_##SUF(AT_(T, 0, 0), AT_(T, 1, 1), AT_(T, 2, 2), AT_(T, 3, 3), ARG(const T *, 4) + u * tq * tk, \
+                                keep ? keep + u * tq * tk : keep, AT_(T, 6, 4), AT_(T, 7, 5), AT_(T, 8, 6), tq, tk, e_dim, \
+                                ev, (T)d[0], (T)d[1], vT, ds, pw, dblk);                                          \
+        }                                                                                                         \
+        free(vT);                                                                                                 \
+        return 0;                                                                                                 \
+    }
+
+CAUSAL_ATTENTION(float, f32, fmaf)
+CAUSAL_ATTENTION(double, f64, fma)
 
 API int exp_range_f32(const int64_t *a, const double *d, int64_t lo, int64_t hi)
 {

@@ -40,7 +40,8 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # through the C pool; `_work` scales each kernel's size to that, and the timings (`_call`) decide above it.
 _NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16, "cross_entropy_rows": 0.5,
        "causal_softmax_fwd": 0.55, "causal_softmax_bwd": 0.2, "gelu_tanh_fwd": 0.42, "gelu_tanh_bwd": 0.62,
-       "gelu_erf_fwd": 0.55, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3}
+       "gelu_erf_fwd": 0.55, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3,
+       "causal_attention_fwd": 0.02, "causal_attention_bwd": 0.04}  # the attention kernels: per score·E
 
 
 def _work(name: str, n: int) -> int:
@@ -105,7 +106,8 @@ def _find_library() -> Path | None:
 
 
 _NAMES = ("layer_norm_fwd", "layer_norm_bwd", "softmax_fwd", "softmax_bwd", "cross_entropy_rows", "causal_softmax_fwd",
-          "causal_softmax_bwd", "adamw", "gelu_tanh_fwd", "gelu_tanh_bwd", "gelu_erf_fwd", "gelu_erf_bwd")
+          "causal_softmax_bwd", "adamw", "gelu_tanh_fwd", "gelu_tanh_bwd", "gelu_erf_fwd", "gelu_erf_bwd",
+          "causal_attention_fwd", "causal_attention_bwd")
 _RANGE_ARGS = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
 
 
@@ -270,6 +272,96 @@ def causal_softmax_backward(dp, probs, factor: float) -> Any:
     return dp
 
 
+# ---------------------------------------------------------------------------------------------- whole attention
+# Head dims up to ATTENTION_MAX_E and keys up to ATTENTION_MAX_T take the whole-attention kernel: the sizes measured
+# (forward + backward against the batched-product path, float32, 2 threads, 2026-12-03): 0.42x at (12, 4, 64, 32),
+# 0.46x at (2, 12, 256, 64), 0.79x at (1, 12, 1024, 64), 0.39x at E 256. Beyond them the products path runs, and
+# long contexts are flash_attention's (the kernel keeps a (tq, tk) buffer per thread, as the path keeps P).
+ATTENTION_MAX_E = 256
+ATTENTION_MAX_T = 1024
+
+
+def _head_strides(a: np.ndarray) -> tuple[int, int, int] | None:
+    """(batch, head, time) strides of a (b, h, t, e) or (h, t, e) array in elements, or None where its last axis is
+    not contiguous (the kernel reads each row as a vector)."""
+    item = a.itemsize
+    if a.strides[-1] != item or any(st % item for st in a.strides):
+        return None
+    st = [s // item for s in a.strides[:-1]]
+    return (0, st[0], st[1]) if a.ndim == 3 else (st[0], st[1], st[2])
+
+
+def whole_attention_fits(q, k, v, keep=None) -> bool:
+    """Whether causal attention on these heads goes to the whole-attention C kernel: NumPy arrays of one float
+    dtype, 3-D or 4-D with equal head shapes (no broadcast, no grouped heads), tq ≤ tk ≤ ATTENTION_MAX_T, head dims
+    ≤ ATTENTION_MAX_E, and a keep-mask (if any) of the scores' full shape."""
+    if not usable(q, k, v) or not (q.ndim == k.ndim == v.ndim and q.ndim in (3, 4)):
+        return False
+    tq, tk = q.shape[-2], k.shape[-2]
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or not 0 < tq <= tk <= ATTENTION_MAX_T:
+        return False
+    e, ev = q.shape[-1], v.shape[-1]
+    if e != k.shape[-1] or not (0 < e <= ATTENTION_MAX_E and 0 < ev <= ATTENTION_MAX_E):
+        return False
+    return keep is None or (keep.dtype == np.bool_ and keep.shape == q.shape[:-2] + (tq, tk))
+
+
+def _heads_like(lead: tuple, t: int, e: int, dtype: Any) -> np.ndarray:
+    """An empty (.., h, t, e) array laid out as (.., t, h, e): the model merges heads by transposing back, so the
+    output (and each gradient) is then one contiguous block, and the merge's reshape is free."""
+    if len(lead) == 2:
+        return np.empty((lead[0], t, lead[1], e), dtype=dtype).transpose(0, 2, 1, 3)
+    return np.empty((t, lead[0], e), dtype=dtype).transpose(1, 0, 2)
+
+
+def _strides_of(*arrays) -> list[int]:
+    out: list[int] = []
+    for a in arrays:
+        out += _head_strides(a)
+    return out
+
+
+def _rows_c(a: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """a with contiguous rows (copied only where its last axis is strided), of dtype where given."""
+    a = np.asarray(a, dtype=dtype)
+    return a if _head_strides(a) is not None else np.ascontiguousarray(a)
+
+
+def causal_attention_forward(q, k, v, scale: float, keep=None, c: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(O, P) of causal attention in one C call over every head (whole_attention_fits says when): O = P̃ V with P the
+    (.., tq, tk) probabilities (kept for backward, 0 above the diagonal) and P̃ = c·P ⊙ D under dropout (keep D,
+    c = 1/(1 − p))."""
+    q, k, v = _rows_c(q), _rows_c(k), _rows_c(v)
+    lead, tq, tk = q.shape[:-2], q.shape[-2], k.shape[-2]
+    units = int(np.prod(lead))
+    out = _heads_like(lead, tq, v.shape[-1], q.dtype)
+    probs = np.empty(lead + (tq, tk), dtype=q.dtype)
+    keep = None if keep is None else np.ascontiguousarray(keep)
+    ints = (_ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(probs), _ptr(keep), tq, tk, q.shape[-1], v.shape[-1],
+            lead[-1], *_strides_of(q, k, v, out))
+    if _call("causal_attention_fwd", q.dtype, units, _work("causal_attention_fwd", units * tq * tk * q.shape[-1]),
+             ints, (scale, c)):
+        raise MemoryError(f"attention: no memory for a head's buffers ({tk} keys of {q.shape[-1]})")
+    return out, probs
+
+
+def causal_attention_backward(dout, q, k, v, probs, scale: float, keep=None, c: float = 1.0) -> tuple[Any, Any, Any]:
+    """(dq, dk, dv) for causal_attention_forward, from its saved P, in one C call over every head."""
+    q, k, v = _rows_c(q), _rows_c(k), _rows_c(v)
+    dout = _rows_c(dout, q.dtype)
+    lead, tq, tk = q.shape[:-2], q.shape[-2], k.shape[-2]
+    units = int(np.prod(lead))
+    dq = _heads_like(lead, tq, q.shape[-1], q.dtype)
+    dk, dv = _heads_like(lead, tk, k.shape[-1], q.dtype), _heads_like(lead, tk, v.shape[-1], q.dtype)
+    keep = None if keep is None else np.ascontiguousarray(keep)
+    ints = (_ptr(dout), _ptr(q), _ptr(k), _ptr(v), _ptr(probs), _ptr(keep), _ptr(dq), _ptr(dk), _ptr(dv), tq, tk,
+            q.shape[-1], v.shape[-1], lead[-1], *_strides_of(dout, q, k, v, dq, dk, dv))
+    if _call("causal_attention_bwd", q.dtype, units, _work("causal_attention_bwd", units * tq * tk * q.shape[-1]),
+             ints, (scale, c)):
+        raise MemoryError(f"attention backward: no memory for a head's buffers ({tq} x {tk} scores)")
+    return dq, dk, dv
+
+
 # ---------------------------------------------------------------------------------------------- AdamW
 def adamw_update_flat(p, g, m, v, lr: float, b1: float, b2: float, eps: float, wd: float, t: int) -> None:
     """kernels.adamw.adamw_update in one C pass over flat contiguous buffers (the same bits), across the pool."""
@@ -343,5 +435,6 @@ _from_env()
 
 __all__ = ["available", "set_native_kernels", "native_kernels", "usable", "UNAVAILABLE", "LN_BLOCK",
            "layer_norm_forward", "layer_norm_backward", "causal_softmax_forward", "causal_softmax_backward",
-           "cross_entropy_rows", "adamw_update_flat", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
+           "cross_entropy_rows", "adamw_update_flat", "whole_attention_fits", "causal_attention_forward",
+           "causal_attention_backward", "softmax_forward", "softmax_backward", "gelu_tanh_forward",
            "gelu_tanh_backward", "gelu_erf_forward", "gelu_erf_backward", "exp32"]
