@@ -31,6 +31,13 @@ P_IDS = ["f64", "f32"]
 ROWS = [(1, 1), (3, 5), (37, 64), (2, 40, 768)]  # C = 1; odd sizes; rows not a multiple of LN_BLOCK; GPT-2's d
 
 
+@pytest.fixture(autouse=True)
+def whole_attention_at_every_length(monkeypatch):
+    """The whole-attention kernel from one key up (its default floor, ATTENTION_MIN_T, is a speed choice), so that
+    these tests reach its tails with small arrays."""
+    monkeypatch.setattr(native, "ATTENTION_MIN_T", 1)
+
+
 @pytest.fixture
 def two_threads():
     """The pool on with 2 threads, no size threshold and no timing-based choice, so small arrays take the split
@@ -329,14 +336,16 @@ def _model_heads(rng, lead: tuple, t: int, e: int, dtype, strided: bool) -> np.n
     return rng.standard_normal((lead[0], t, 3, lead[1], e)).astype(dtype)[:, :, 1].transpose(0, 2, 1, 3)
 
 
-def _torch_causal(q, k, v, scale: float, keep=None, c: float = 1.0):
-    """torch float64: O = (c·D ⊙ softmax(s·QKᵀ + causal mask)) V, P, and the leaf tensors (for their .grad)."""
+def _torch_causal(q, k, v, scale: float, keep=None, c: float = 1.0, groups: int = 1):
+    """torch float64: O = (c·D ⊙ softmax(s·QKᵀ + causal mask)) V, P, and the leaf tensors (for their .grad); with
+    groups > 1 each key/value head serves that many query heads (torch's repeat_interleave, as enable_gqa)."""
     tq, tk, tv = (torch.tensor(np.ascontiguousarray(a), dtype=torch.float64, requires_grad=True) for a in (q, k, v))
-    scores = (tq @ tk.transpose(-1, -2) * scale).masked_fill(
+    rk, rv = (t.repeat_interleave(groups, dim=-3) for t in (tk, tv))
+    scores = (tq @ rk.transpose(-1, -2) * scale).masked_fill(
         ~torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(), float("-inf"))
     probs = scores.softmax(-1)
     weights = probs if keep is None else probs * torch.tensor(keep) * c
-    return weights @ tv, probs, (tq, tk, tv)
+    return weights @ rv, probs, (tq, tk, tv)
 
 
 # (lead, tq, tk, E, Ev): the model's layout; one query block and key tile exactly; fewer queries than keys (a
@@ -372,6 +381,36 @@ def test_whole_attention_kernel_matches_torch(case, dtype, rtol, strided, two_th
         np.testing.assert_array_equal(np.triu(saved["probs"], 1), 0)  # P is 0 above the diagonal, as the path saves it
 
 
+# (query lead, key/value heads, tq, tk, E): 2 and 3 query heads per key head; 3-D heads all sharing one
+GQA_CASES = [((2, 4), 2, 64, 64, 32), ((1, 6), 2, 13, 13, 16), ((6,), 1, 9, 11, 8)]
+
+
+@pytest.mark.parametrize("case", GQA_CASES, ids=str)
+@pytest.mark.parametrize("dtype,rtol", PRECISIONS, ids=P_IDS)
+def test_whole_attention_kernel_with_grouped_heads_matches_torch(case, dtype, rtol, two_threads):
+    """Grouped-query attention in the whole kernel: query head h reads key/value head h // g, and dK, dV sum the
+    group's g heads (in one fixed order); against torch's repeat_interleave in float64, with and without dropout."""
+    from tinytensor.kernels import attention as katt
+
+    lead, hkv, tq, tk, e = case
+    rng = np.random.default_rng(24)
+    kv_lead = lead[:-1] + (hkv,)
+    q = _model_heads(rng, lead, tq, e, dtype, True)
+    k, v = _model_heads(rng, kv_lead, tk, e, dtype, True), _model_heads(rng, kv_lead, tk, e, dtype, True)
+    dout = rng.standard_normal(lead + (tq, e)).astype(dtype)
+    for keep in (None, rng.random(lead + (tq, tk)) > 0.2):
+        out, saved = katt.attention_forward(q, k, v, is_causal=True, dropout_keep=keep, dropout_p=0.2,
+                                            enable_gqa=True)
+        assert saved["whole"]
+        dq, dk, dv = katt.attention_backward(dout, saved)
+        want, probs, leaves = _torch_causal(q, k, v, 1 / np.sqrt(e), keep, 1 / 0.8, lead[-1] // hkv)
+        want.backward(torch.tensor(dout, dtype=torch.float64))
+        for name, ours, ref in [("out", out, want), ("P", saved["probs"], probs), ("dq", dq, leaves[0].grad),
+                                ("dk", dk, leaves[1].grad), ("dv", dv, leaves[2].grad)]:
+            assert ours.shape == tuple(ref.shape), name
+            assert_close(name, ours, ref.detach().numpy(), rtol)
+
+
 def test_whole_attention_bits_repeat_at_one_and_two_threads_and_heads_merge_free():
     """Each head is one sequence of fixed-order sums, whichever thread runs it: the same bits on 1 and 2 threads.
     The output and dQ are (b, h, t, e) views of (b, t, h, e) blocks, so merging the heads back is a free reshape."""
@@ -381,23 +420,27 @@ def test_whole_attention_bits_repeat_at_one_and_two_threads_and_heads_merge_free
 
     def run():
         out, probs = native.causal_attention_forward(q, k, v, 0.2)
-        return (out, probs) + native.causal_attention_backward(dout, q, k, v, probs, 0.2)
+        gqa_out, gqa_probs = native.causal_attention_forward(q, k[:, :2], v[:, :2], 0.2, groups=2)
+        return (out, probs, gqa_out) + native.causal_attention_backward(dout, q, k, v, probs, 0.2) + \
+            native.causal_attention_backward(dout, q, k[:, :2], v[:, :2], gqa_probs, 0.2, groups=2)
 
     one, two = _on_one_and_two_threads(run)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
-    assert one[0].transpose(0, 2, 1, 3).flags.c_contiguous and one[2].transpose(0, 2, 1, 3).flags.c_contiguous
+    assert one[0].transpose(0, 2, 1, 3).flags.c_contiguous and one[3].transpose(0, 2, 1, 3).flags.c_contiguous
 
 
 def test_whole_attention_takes_only_what_it_fits():
-    """GQA heads, more keys than ATTENTION_MAX_T, heads over ATTENTION_MAX_E, a broadcast keep-mask, key batches
-    that broadcast and the NumPy kernels switched off all take the batched-product path."""
+    """More keys than ATTENTION_MAX_T, heads over ATTENTION_MAX_E, a broadcast keep-mask, key batches that
+    broadcast, keys and values with different head counts and the NumPy kernels switched off all take the
+    batched-product path; GQA heads take the kernel."""
     from tinytensor.kernels import attention as katt
 
     rng = np.random.default_rng(22)
     q = rng.standard_normal((2, 4, 8, 16))
     assert native.whole_attention_fits(q, q, q) and native.whole_attention_fits(q, q, q, np.ones((2, 4, 8, 8), bool))
-    assert not native.whole_attention_fits(q, q[:, :2], q[:, :2])  # GQA
+    assert native.whole_attention_fits(q, q[:, :2], q[:, :2], groups=2)  # GQA
+    assert not native.whole_attention_fits(q, q[:, :2], q[:, :2])  # GQA heads without their group size
     assert not native.whole_attention_fits(q, q[:1], q[:1])  # a broadcast batch
     assert not native.whole_attention_fits(q, q, q, np.ones((1, 1, 8, 8), bool))  # a broadcast mask
     strided = q[..., ::2]  # a strided last axis is copied to contiguous rows first: the same bits
@@ -408,10 +451,13 @@ def test_whole_attention_takes_only_what_it_fits():
     assert not native.whole_attention_fits(q[:, :, :, :8], q, q)  # E of q and k differ (the wrapper refuses it)
     long = rng.standard_normal((1, 1, 4, native.ATTENTION_MAX_T + 1, 8))[0]
     assert not native.whole_attention_fits(long, long, long)
+    native.ATTENTION_MIN_T = 9  # the fixture's 1 put back to a floor above these 8 keys
+    assert not native.whole_attention_fits(q, q, q)
+    native.ATTENTION_MIN_T = 1
     wide = rng.standard_normal((1, 1, 4, native.ATTENTION_MAX_E + 1))
     assert not native.whole_attention_fits(wide, wide, wide)
-    out, saved = katt.attention_forward(q, q[:, :2], q[:, :2], is_causal=True, enable_gqa=True)
-    assert saved["fused"] and not saved.get("whole")
+    out, saved = katt.attention_forward(q, q[:, :2], q[:, :1], is_causal=True, enable_gqa=True)
+    assert saved["fused"] and not saved.get("whole")  # 2 key heads, 1 value head
     native.set_native_kernels(False)
     try:
         assert not native.whole_attention_fits(q, q, q)

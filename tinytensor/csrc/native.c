@@ -630,14 +630,20 @@ RANGE_CALLS(double, f64)
  * (the model's heads are views of its (b, t, h, hd) projections). Heads are independent and each one is summed in
  * a fixed order: the bits do not depend on the threads. */
 /* operand i of head (b, h) and its row stride, from the (b, h, t) strides of stride triple j */
-#define AT_(T, i, j) ARG(T *, i) + b * s[3 * (j)] + h * s[3 * (j) + 1], s[3 * (j) + 2]
+#define AT_(T, i, j, h) ARG(T *, i) + b * s[3 * (j)] + (h) * s[3 * (j) + 1], s[3 * (j) + 2]
 #define MR 6                      /* the tiles' rows */
 #define NR(T) ((int)(64 / sizeof(T))) /* and columns: 16 float32, 8 float64 */
+/* n rounded up to whole tiles of nr columns, at most lim (the callers' lim is itself whole tiles) */
+INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
+{
+    int64_t up = (n + nr - 1) / nr * nr;
+    return up < lim ? up : lim;
+}
 #define CAUSAL_ATTENTION(T, SUF, FMA)                                                                             \
     /* one tile of C = A·B, MR rows by NR columns (mr ≤ MR rows stored), its sums held in registers over the kk   \
      * products: A's element (i, k) at a[i·ars + k·aks], B's row k at b + k·ldb */                                \
     INLINE void tile_##SUF(T *c, int64_t ldc, const T *a, int64_t ars, int64_t aks, const T *b, int64_t ldb,      \
-                           int64_t mr, int64_t kk)                                                                \
+                           int64_t mr, int64_t kk, int add)                                                       \
     {                                                                                                             \
         T acc[MR][NR(T)];                                                                                         \
         const T *ar[MR];                                                                                          \
@@ -653,12 +659,12 @@ RANGE_CALLS(double, f64)
             }                                                                                                     \
         }                                                                                                         \
         for (int64_t r = 0; r < mr; r++) {                                                                        \
-            _Pragma("omp simd") for (int j = 0; j < NR(T); j++) c[r * ldc + j] = acc[r][j];                       \
+            _Pragma("omp simd") for (int j = 0; j < NR(T); j++) c[r * ldc + j] = add ? c[r * ldc + j] + acc[r][j] : acc[r][j]; \
         }                                                                                                         \
     }                                                                                                             \
     /* the last nr < NR columns of a tile row by row, each element the same FMA chain as in tile */               \
     INLINE void tile_edge_##SUF(T *c, int64_t ldc, const T *a, int64_t ars, int64_t aks, const T *b, int64_t ldb, \
-                                int64_t mr, int64_t nr, int64_t kk)                                               \
+                                int64_t mr, int64_t nr, int64_t kk, int add)                                      \
     {                                                                                                             \
         for (int64_t r = 0; r < mr; r++) {                                                                        \
             T acc[NR(T)] = {0};                                                                                   \
@@ -666,70 +672,69 @@ RANGE_CALLS(double, f64)
                 const T x = a[r * ars + k * aks], *bk = b + k * ldb;                                              \
                 for (int64_t j = 0; j < nr; j++) acc[j] = FMA(x, bk[j], acc[j]);                                  \
             }                                                                                                     \
-            for (int64_t j = 0; j < nr; j++) c[r * ldc + j] = acc[j];                                             \
+            for (int64_t j = 0; j < nr; j++) c[r * ldc + j] = add ? c[r * ldc + j] + acc[j] : acc[j];             \
         }                                                                                                         \
     }                                                                                                             \
     /* C (m × n, rows at ldc) = A (m × kk) · B (kk × n), tile by tile; every element one FMA chain over k = 0..kk−1 \
      * in order, so the bits do not depend on the tiling (nor on the clone) */                                    \
     INLINE void gemm_##SUF(T *c, int64_t ldc, const T *a, int64_t ars, int64_t aks, const T *b, int64_t ldb, int64_t m, \
-                           int64_t n, int64_t kk)                                                                 \
+                           int64_t n, int64_t kk, int add)                                                        \
     {                                                                                                             \
         for (int64_t i = 0; i < m; i += MR) {                                                                     \
             int64_t mr = m - i < MR ? m - i : MR;                                                                 \
             int64_t j = 0;                                                                                        \
             for (; j + NR(T) <= n; j += NR(T))                                                                    \
-                tile_##SUF(c + i * ldc + j, ldc, a + i * ars, ars, aks, b + j, ldb, mr, kk);                      \
-            if (j < n) tile_edge_##SUF(c + i * ldc + j, ldc, a + i * ars, ars, aks, b + j, ldb, mr, n - j, kk);   \
+                tile_##SUF(c + i * ldc + j, ldc, a + i * ars, ars, aks, b + j, ldb, mr, kk, add);                 \
+            if (j < n) tile_edge_##SUF(c + i * ldc + j, ldc, a + i * ars, ars, aks, b + j, ldb, mr, n - j, kk, add); \
         }                                                                                                         \
     }                                                                                                             \
-    /* xT[e·tk + j] = x[j·ld + e] for the nk keys any query sees, 0 up to span(nk, tk): rows of S and dP are then \
-     * products with xT */                                                                                        \
-    INLINE void keys_transposed_##SUF(const T *x, int64_t ld, T *xT, int64_t nk, int64_t tk, int64_t e_dim)       \
+    /* xT[e·lt + j] = x[j·ld + e] for the nk keys any query sees, 0 up to lt (tk rounded up to whole tiles): the rows \
+     * of S and dP are then products with xT in whole tiles only */                                               \
+    INLINE void keys_transposed_##SUF(const T *x, int64_t ld, T *xT, int64_t nk, int64_t lt, int64_t e_dim)       \
     {                                                                                                             \
-        int64_t nv = span(nk, tk);                                                                                \
         for (int64_t j = 0; j < nk; j++) /* x's rows read in order: they are strided, xT is in L1 */              \
-            for (int64_t e = 0; e < e_dim; e++) xT[e * tk + j] = x[j * ld + e];                                   \
+            for (int64_t e = 0; e < e_dim; e++) xT[e * lt + j] = x[j * ld + e];                                   \
         for (int64_t e = 0; e < e_dim; e++)                                                                       \
-            for (int64_t j = nk; j < nv; j++) xT[e * tk + j] = 0;                                                 \
+            for (int64_t j = nk; j < lt; j++) xT[e * lt + j] = 0;                                                 \
     }                                                                                                             \
-    /* one head's forward: P (tq, tk) contiguous, rows of o at stride ot; kT (e_dim, tk), sblk and wblk (MR, tk)  \
+    /* one head's forward: P (tq, tk) contiguous, rows of o at stride ot; kT (e_dim, lt), sblk (MR, lt), wblk (MR, tk) \
      * scratch. Queries in blocks of MR rows: block i0 needs the keys j < i0 + mr */                              \
     INLINE void attn_fwd_head_##SUF(const T *q, int64_t qt, const T *k, int64_t kt, const T *v, int64_t vt, T *o, \
                                     int64_t ot, T *p, const uint8_t *keep, int64_t tq, int64_t tk, int64_t e_dim, \
-                                    int64_t ev, T sc, T c, T *kT, T *sblk, T *wblk)                               \
+                                    int64_t ev, T sc, T c, T *kT, T *sblk, T *wblk, int64_t lt)                   \
     {                                                                                                             \
-        keys_transposed_##SUF(k, kt, kT, tq, tk, e_dim);                                                          \
+        keys_transposed_##SUF(k, kt, kT, tq, lt, e_dim);                                                          \
         for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
             int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
-            gemm_##SUF(sblk, tk, q + i0 * qt, qt, 1, kT, tk, mr, span(nk, tk), e_dim); /* S = Q Kᵀ, unscaled */   \
+            gemm_##SUF(sblk, lt, q + i0 * qt, qt, 1, kT, lt, mr, tiles(nk, lt, NR(T)), e_dim, 0); /* S = Q Kᵀ, unscaled */ \
             for (int64_t r = 0; r < mr; r++) {                                                                    \
                 int64_t n = i0 + r + 1;                                                                           \
                 T *pr = p + (i0 + r) * tk;                                                                        \
-                causal_row_##SUF(sblk + r * tk, pr, pr, n, span(n, tk), tk, sc);                                  \
+                causal_row_##SUF(sblk + r * lt, pr, pr, n, span(n, tk), tk, sc);                                  \
                 if (keep) { /* P̃ = c·D ⊙ P over the block's keys (0 past the diagonal) */                        \
                     const uint8_t *dr = keep + (i0 + r) * tk;                                                     \
                     for (int64_t j = 0; j < nk; j++) wblk[r * tk + j] = c * (T)dr[j] * pr[j];                     \
                 }                                                                                                 \
             }                                                                                                     \
             const T *w = keep ? wblk : p + i0 * tk;                                                               \
-            gemm_##SUF(o + i0 * ot, ot, w, tk, 1, v, vt, mr, ev, nk); /* O = P̃ V */                              \
+            gemm_##SUF(o + i0 * ot, ot, w, tk, 1, v, vt, mr, ev, nk, 0); /* O = P̃ V */                           \
         }                                                                                                         \
     }                                                                                                             \
-    /* one head's backward from dO (rows at stride dot) and the saved P: dq, dk, dv rows at their strides; vT     \
-     * (ev, tk), ds and pw (tq, tk), dblk (MR, tk) scratch */                                                     \
+    /* one head's backward from dO (rows at stride dot) and the saved P: dq, dk, dv rows at their strides (dk, dv \
+     * added to with add: the heads of a GQA group); vT (ev, lt), ds and pw (tq, tk), dblk (MR, lt) scratch */    \
     INLINE void attn_bwd_head_##SUF(const T *dout, int64_t dot, const T *q, int64_t qt, const T *k, int64_t kt,   \
                                     const T *v, int64_t vt, const T *p, const uint8_t *keep, T *dq, int64_t dqt,  \
                                     T *dk, int64_t dkt, T *dv, int64_t dvt, int64_t tq, int64_t tk, int64_t e_dim, \
-                                    int64_t ev, T sc, T c, T *vT, T *ds, T *pw, T *dblk)                          \
+                                    int64_t ev, T sc, T c, int add, T *vT, T *ds, T *pw, T *dblk, int64_t lt)     \
     {                                                                                                             \
-        keys_transposed_##SUF(v, vt, vT, tq, tk, ev);                                                             \
+        keys_transposed_##SUF(v, vt, vT, tq, lt, ev);                                                             \
         for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
             int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
-            gemm_##SUF(dblk, tk, dout + i0 * dot, dot, 1, vT, tk, mr, span(nk, tk), ev); /* dP̃ = dO Vᵀ */        \
+            gemm_##SUF(dblk, lt, dout + i0 * dot, dot, 1, vT, lt, mr, tiles(nk, lt, NR(T)), ev, 0); /* dP̃ = dO Vᵀ */ \
             for (int64_t r = 0; r < mr; r++) {                                                                    \
                 int64_t i = i0 + r, n = i + 1, nv = span(n, tk);                                                  \
                 const T *pr = p + i * tk;                                                                         \
-                T *dp = dblk + r * tk, *dsr = ds + i * tk, dotp;                                                  \
+                T *dp = dblk + r * lt, *dsr = ds + i * tk, dotp;                                                  \
                 if (keep) { /* dP = c·D ⊙ dP̃; P̃ = c·D ⊙ P for dV */                                             \
                     const uint8_t *dr = keep + i * tk;                                                            \
                     for (int64_t j = 0; j < n; j++) {                                                             \
@@ -743,49 +748,57 @@ RANGE_CALLS(double, f64)
                 _Pragma("omp simd") for (int64_t j = 0; j < nv; j++) dsr[j] = sc * pr[j] * (dp[j] - dotp);        \
                 for (int64_t j = nv; j < tk; j++) dsr[j] = 0;                                                     \
             }                                                                                                     \
-            gemm_##SUF(dq + i0 * dqt, dqt, ds + i0 * tk, tk, 1, k, kt, mr, e_dim, nk); /* dQ = dS K */            \
+            gemm_##SUF(dq + i0 * dqt, dqt, ds + i0 * tk, tk, 1, k, kt, mr, e_dim, nk, 0); /* dQ = dS K */         \
         }                                                                                                         \
         const T *w = keep ? pw : p;                                                                               \
         for (int64_t j0 = 0; j0 < tq; j0 += MR) { /* keys j0.. are seen by the queries i ≥ j0 */                  \
             int64_t mr = tq - j0 < MR ? tq - j0 : MR, m = tq - j0;                                                \
-            gemm_##SUF(dk + j0 * dkt, dkt, ds + j0 * tk + j0, 1, tk, q + j0 * qt, qt, mr, e_dim, m); /* dK = dSᵀ Q */ \
-            gemm_##SUF(dv + j0 * dvt, dvt, w + j0 * tk + j0, 1, tk, dout + j0 * dot, dot, mr, ev, m); /* dV = P̃ᵀ dO */ \
+            gemm_##SUF(dk + j0 * dkt, dkt, ds + j0 * tk + j0, 1, tk, q + j0 * qt, qt, mr, e_dim, m, add); /* dK += dSᵀ Q */ \
+            gemm_##SUF(dv + j0 * dvt, dvt, w + j0 * tk + j0, 1, tk, dout + j0 * dot, dot, mr, ev, m, add); /* dV += P̃ᵀ dO */ \
         }                                                                                                         \
-        for (int64_t j = tq; j < tk; j++) { /* keys after the last query get no gradient */                       \
+        for (int64_t j = add ? tk : tq; j < tk; j++) { /* keys after the last query get no gradient */            \
             for (int64_t e = 0; e < e_dim; e++) dk[j * dkt + e] = 0;                                              \
             for (int64_t e = 0; e < ev; e++) dv[j * dvt + e] = 0;                                                 \
         }                                                                                                         \
     }                                                                                                             \
-    /* heads [lo, hi): u = b·H + h, operands at b·s_b + h·s_h (strides in elements, a's layout in native.py) */   \
+    /* query heads [lo, hi): u = b·H + h, operands at b·s_b + h·s_h (strides in elements, a's layout in native.py); \
+     * K and V of key head h / g (g query heads per key head, 1 without GQA) */                                   \
     API CLONES int causal_attention_fwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)    \
     {                                                                                                             \
-        int64_t tq = a[6], tk = a[7], e_dim = a[8], ev = a[9], nh = a[10];                                        \
+        int64_t tq = a[6], tk = a[7], e_dim = a[8], ev = a[9], nh = a[10], g = a[23];                             \
         const int64_t *s = a + 11; /* (b, h, t) strides of q, k, v, o */                                          \
-        T *kT = (T *)malloc((size_t)((e_dim + 2 * MR) * tk) * sizeof(T));                                         \
+        int64_t lt = tiles(tk, tk + NR(T), NR(T));                                                                \
+        T *kT = (T *)malloc((size_t)((e_dim + MR) * lt + MR * tk) * sizeof(T));                                   \
         if (!kT) return 1;                                                                                        \
         for (int64_t u = lo; u < hi; u++) {                                                                       \
-            int64_t b = u / nh, h = u % nh;                                                                       \
+            int64_t b = u / nh, h = u % nh, hk = h / g;                                                           \
             const uint8_t *keep = ARG(const uint8_t *, 5);                                                        \
-            attn_fwd_head_##SUF(AT_(T, 0, 0), AT_(T, 1, 1), AT_(T, 2, 2), AT_(T, 3, 3), ARG(T *, 4) + u * tq * tk, \
-                                keep ? keep + u * tq * tk : keep, tq, tk, e_dim, ev, (T)d[0], (T)d[1], kT,        \
-                                kT + e_dim * tk, kT + (e_dim + MR) * tk);                                         \
+            attn_fwd_head_##SUF(AT_(T, 0, 0, h), AT_(T, 1, 1, hk), AT_(T, 2, 2, hk), AT_(T, 3, 3, h),             \
+                                ARG(T *, 4) + u * tq * tk, keep ? keep + u * tq * tk : keep, tq, tk, e_dim, ev, (T)d[0], \
+                                (T)d[1], kT, kT + e_dim * lt, kT + (e_dim + MR) * lt, lt);                        \
         }                                                                                                         \
         free(kT);                                                                                                 \
         return 0;                                                                                                 \
     }                                                                                                             \
+    /* key heads [lo, hi): u = b·H_kv + hk; each one's g query heads in turn, their dK and dV summed in that order */ \
     API CLONES int causal_attention_bwd_range_##SUF(const int64_t *a, const double *d, int64_t lo, int64_t hi)    \
     {                                                                                                             \
-        int64_t tq = a[9], tk = a[10], e_dim = a[11], ev = a[12], nh = a[13];                                     \
+        int64_t tq = a[9], tk = a[10], e_dim = a[11], ev = a[12], nh = a[13], g = a[35], nkv = nh / g;            \
         const int64_t *s = a + 14; /* (b, h, t) strides of dout, q, k, v, dq, dk, dv */                           \
         const uint8_t *keep = ARG(const uint8_t *, 5);                                                            \
-        T *vT = (T *)malloc((size_t)((ev + (keep ? 2 : 1) * tq + MR) * tk) * sizeof(T));                          \
+        int64_t lt = tiles(tk, tk + NR(T), NR(T));                                                                \
+        T *vT = (T *)malloc((size_t)((ev + MR) * lt + (keep ? 2 : 1) * tq * tk) * sizeof(T));                     \
         if (!vT) return 1;                                                                                        \
-        T *ds = vT + ev * tk, *dblk = ds + tq * tk, *pw = dblk + MR * tk;                                         \
+        T *dblk = vT + ev * lt, *ds = dblk + MR * lt, *pw = ds + tq * tk;                                         \
         for (int64_t u = lo; u < hi; u++) {                                                                       \
-            int64_t b = u / nh, h = u % nh;                                                                       \
-            attn_bwd_head_##SUF(AT_(T, 0, 0), AT_(T, 1, 1), AT_(T, 2, 2), AT_(T, 3, 3), ARG(const T *, 4) + u * tq * tk, \
-                                keep ? keep + u * tq * tk : keep, AT_(T, 6, 4), AT_(T, 7, 5), AT_(T, 8, 6), tq, tk, e_dim, \
-                                ev, (T)d[0], (T)d[1], vT, ds, pw, dblk);                                          \
+            int64_t b = u / nkv, hk = u % nkv;                                                                    \
+            for (int64_t r = 0; r < g; r++) {                                                                     \
+                int64_t h = hk * g + r, uq = b * nh + h;                                                          \
+                attn_bwd_head_##SUF(AT_(T, 0, 0, h), AT_(T, 1, 1, h), AT_(T, 2, 2, hk), AT_(T, 3, 3, hk),         \
+                                    ARG(const T *, 4) + uq * tq * tk, keep ? keep + uq * tq * tk : keep,          \
+                                    AT_(T, 6, 4, h), AT_(T, 7, 5, hk), AT_(T, 8, 6, hk), tq, tk, e_dim, ev, (T)d[0], \
+                                    (T)d[1], r > 0, vT, ds, pw, dblk, lt);                                        \
+            }                                                                                                     \
         }                                                                                                         \
         free(vT);                                                                                                 \
         return 0;                                                                                                 \

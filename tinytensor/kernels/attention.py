@@ -14,9 +14,9 @@ Backward, given dO:
     dQ = s·dS K,   dK = s·dSᵀ Q          (S is bilinear in Q and K)
 Masked scores get P = 0, so dS = 0 there: the mask needs no backward of its own.
 
-Causal attention on NumPy arrays with heads no larger than native.ATTENTION_MAX_E and at most ATTENTION_MAX_T keys
-(no GQA) runs whole in the C kernel (tinytensor/csrc/native.c, "fused attention"): the same equations, each product
-summed in its own fixed order, one call over every head for the forward and one for the backward.
+Causal attention on NumPy arrays with heads up to native.ATTENTION_MAX_E and at most ATTENTION_MAX_T keys, GQA too,
+runs whole in the C kernel (tinytensor/csrc/native.c, "fused attention"): the same equations, each product summed
+in its own fixed order, one call over every head for the forward and one for the backward.
 
 Fully-masked rows (a query that may attend to nothing): torch's math path gives nan; we define the output row and
 every gradient through it as 0 (the row's weights are all 0), which keeps padding rows from poisoning a batch.
@@ -91,9 +91,9 @@ def attention_forward(q, k, v, attn_mask=None, is_causal: bool = False, scale: f
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     gk, gv = gqa_groups(q.shape, k.shape, v.shape, enable_gqa)
     diagonal = xp is np and is_causal and attn_mask is None and tq <= tk
-    if diagonal and gk == gv == 1 and native.whole_attention_fits(q, k, v, dropout_keep):
+    if diagonal and gk == gv and native.whole_attention_fits(q, k, v, dropout_keep, gk):
         c = 1.0 if dropout_keep is None else keep_scale(dropout_p)  # the whole of it in one C call (small heads)
-        out, probs = native.causal_attention_forward(q, k, v, s, dropout_keep, c)
+        out, probs = native.causal_attention_forward(q, k, v, s, dropout_keep, c, gk)
         return out, {"q": q, "k": k, "v": v, "probs": probs, "scale": s, "keep": dropout_keep, "p": dropout_p,
                      "groups": (gk, gv), "fused": True, "whole": True}
     scores = grouped_matmul(q, k.swapaxes(-1, -2), gk)  # (..., Tq, Tk)
@@ -194,7 +194,7 @@ def attention_backward(dout, saved: dict) -> tuple[Any, Any, Any]:
     gk, gv = saved["groups"]  # query heads per key / value head (1 without GQA)
     c = 1.0 if keep is None else keep_scale(saved["p"])  # 1 / (1 − p)
     if saved.get("whole"):
-        return native.causal_attention_backward(dout, q, k, v, probs, s, keep, c)
+        return native.causal_attention_backward(dout, q, k, v, probs, s, keep, c, gk)
     pd = probs if keep is None else probs * keep  # P ⊙ D = (1 − p)·P̃, recomputed from the saved boolean mask
     dv = grouped_matmul_tn(pd, dout, gv)  # dV = P̃ᵀ dO (GQA: summed over each group's query heads)
     if keep is not None:

@@ -273,32 +273,38 @@ def causal_softmax_backward(dp, probs, factor: float) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- whole attention
-# Head dims up to ATTENTION_MAX_E and keys up to ATTENTION_MAX_T take the whole-attention kernel: the sizes measured
-# (forward + backward against the batched-product path, float32, 2 threads, 2026-12-03): 0.42x at (12, 4, 64, 32),
-# 0.46x at (2, 12, 256, 64), 0.79x at (1, 12, 1024, 64), 0.39x at E 256. Beyond them the products path runs, and
-# long contexts are flash_attention's (the kernel keeps a (tq, tk) buffer per thread, as the path keeps P).
+# Head dims up to ATTENTION_MAX_E and ATTENTION_MIN_T to ATTENTION_MAX_T keys take the whole-attention kernel: the
+# sizes measured (forward + backward against the batched-product path, float32, 2 threads, 2026-12-03): 0.42x at
+# (12, 4, 64, 32), 0.46x at (2, 12, 256, 64), 0.79x at (1, 12, 1024, 64), 0.39x at E 256, 0.54x at (1, 12, 48, 64);
+# but 0.96-1.11x at 16 and 32 keys (and the forward alone 1.1-1.3x: generation without a cache), where the Python
+# around one C call costs as much as NumPy's few small products. Beyond them the products path runs, and long
+# contexts are flash_attention's (the kernel keeps a (tq, tk) buffer per thread, as the path keeps P).
 ATTENTION_MAX_E = 256
+ATTENTION_MIN_T = 33
 ATTENTION_MAX_T = 1024
 
 
-def _head_strides(a: np.ndarray) -> tuple[int, int, int] | None:
+def _head_strides(a: np.ndarray) -> tuple[int, ...] | None:
     """(batch, head, time) strides of a (b, h, t, e) or (h, t, e) array in elements, or None where its last axis is
     not contiguous (the kernel reads each row as a vector)."""
-    item = a.itemsize
-    if a.strides[-1] != item or any(st % item for st in a.strides):
+    item, st = a.itemsize, a.strides
+    if st[-1] != item:
         return None
-    st = [s // item for s in a.strides[:-1]]
-    return (0, st[0], st[1]) if a.ndim == 3 else (st[0], st[1], st[2])
+    out = (0, st[0] // item, st[1] // item) if a.ndim == 3 else (st[0] // item, st[1] // item, st[2] // item)
+    return out if all(s * item == t for s, t in zip(out[3 - a.ndim + 1:], st)) else None
 
 
-def whole_attention_fits(q, k, v, keep=None) -> bool:
+def whole_attention_fits(q, k, v, keep=None, groups: int = 1) -> bool:
     """Whether causal attention on these heads goes to the whole-attention C kernel: NumPy arrays of one float
-    dtype, 3-D or 4-D with equal head shapes (no broadcast, no grouped heads), tq ≤ tk ≤ ATTENTION_MAX_T, head dims
-    ≤ ATTENTION_MAX_E, and a keep-mask (if any) of the scores' full shape."""
+    dtype, 3-D or 4-D with equal batch shapes (no broadcast), `groups` query heads per key/value head (1 without
+    GQA), tq ≤ tk and ATTENTION_MIN_T ≤ tk ≤ ATTENTION_MAX_T, head dims ≤ ATTENTION_MAX_E, and a keep-mask (if
+    any) of the scores' full shape."""
     if not usable(q, k, v) or not (q.ndim == k.ndim == v.ndim and q.ndim in (3, 4)):
         return False
     tq, tk = q.shape[-2], k.shape[-2]
-    if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or not 0 < tq <= tk <= ATTENTION_MAX_T:
+    if q.shape[:-3] != k.shape[:-3] or k.shape[:-1] != v.shape[:-1] or k.shape[-3] * groups != q.shape[-3]:
+        return False
+    if not (0 < tq <= tk and ATTENTION_MIN_T <= tk <= ATTENTION_MAX_T):
         return False
     e, ev = q.shape[-1], v.shape[-1]
     if e != k.shape[-1] or not (0 < e <= ATTENTION_MAX_E and 0 < ev <= ATTENTION_MAX_E):
@@ -315,6 +321,7 @@ def _heads_like(lead: tuple, t: int, e: int, dtype: Any) -> np.ndarray:
 
 
 def _strides_of(*arrays) -> list[int]:
+    """The (batch, head, time) strides of each array (rows contiguous: _rows_c's or _heads_like's), in order."""
     out: list[int] = []
     for a in arrays:
         out += _head_strides(a)
@@ -327,35 +334,38 @@ def _rows_c(a: np.ndarray, dtype: Any = None) -> np.ndarray:
     return a if _head_strides(a) is not None else np.ascontiguousarray(a)
 
 
-def causal_attention_forward(q, k, v, scale: float, keep=None, c: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def causal_attention_forward(q, k, v, scale: float, keep=None, c: float = 1.0,
+                             groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(O, P) of causal attention in one C call over every head (whole_attention_fits says when): O = P̃ V with P the
     (.., tq, tk) probabilities (kept for backward, 0 above the diagonal) and P̃ = c·P ⊙ D under dropout (keep D,
-    c = 1/(1 − p))."""
+    c = 1/(1 − p)); query head h reads key/value head h // groups (GQA)."""
     q, k, v = _rows_c(q), _rows_c(k), _rows_c(v)
     lead, tq, tk = q.shape[:-2], q.shape[-2], k.shape[-2]
-    units = int(np.prod(lead))
+    units = math.prod(lead)
     out = _heads_like(lead, tq, v.shape[-1], q.dtype)
     probs = np.empty(lead + (tq, tk), dtype=q.dtype)
     keep = None if keep is None else np.ascontiguousarray(keep)
     ints = (_ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(probs), _ptr(keep), tq, tk, q.shape[-1], v.shape[-1],
-            lead[-1], *_strides_of(q, k, v, out))
+            lead[-1], *_strides_of(q, k, v, out), groups)
     if _call("causal_attention_fwd", q.dtype, units, _work("causal_attention_fwd", units * tq * tk * q.shape[-1]),
              ints, (scale, c)):
         raise MemoryError(f"attention: no memory for a head's buffers ({tk} keys of {q.shape[-1]})")
     return out, probs
 
 
-def causal_attention_backward(dout, q, k, v, probs, scale: float, keep=None, c: float = 1.0) -> tuple[Any, Any, Any]:
-    """(dq, dk, dv) for causal_attention_forward, from its saved P, in one C call over every head."""
+def causal_attention_backward(dout, q, k, v, probs, scale: float, keep=None, c: float = 1.0,
+                              groups: int = 1) -> tuple[Any, Any, Any]:
+    """(dq, dk, dv) for causal_attention_forward, from its saved P, in one C call over every key/value head (each
+    one's dK and dV summed over its `groups` query heads in order: the same bits at any thread count)."""
     q, k, v = _rows_c(q), _rows_c(k), _rows_c(v)
     dout = _rows_c(dout, q.dtype)
     lead, tq, tk = q.shape[:-2], q.shape[-2], k.shape[-2]
-    units = int(np.prod(lead))
+    units = math.prod(k.shape[:-2])  # key/value heads
     dq = _heads_like(lead, tq, q.shape[-1], q.dtype)
-    dk, dv = _heads_like(lead, tk, k.shape[-1], q.dtype), _heads_like(lead, tk, v.shape[-1], q.dtype)
+    dk, dv = _heads_like(k.shape[:-2], tk, k.shape[-1], q.dtype), _heads_like(k.shape[:-2], tk, v.shape[-1], q.dtype)
     keep = None if keep is None else np.ascontiguousarray(keep)
     ints = (_ptr(dout), _ptr(q), _ptr(k), _ptr(v), _ptr(probs), _ptr(keep), _ptr(dq), _ptr(dk), _ptr(dv), tq, tk,
-            q.shape[-1], v.shape[-1], lead[-1], *_strides_of(dout, q, k, v, dq, dk, dv))
+            q.shape[-1], v.shape[-1], lead[-1], *_strides_of(dout, q, k, v, dq, dk, dv), groups)
     if _call("causal_attention_bwd", q.dtype, units, _work("causal_attention_bwd", units * tq * tk * q.shape[-1]),
              ints, (scale, c)):
         raise MemoryError(f"attention backward: no memory for a head's buffers ({tq} x {tk} scores)")
