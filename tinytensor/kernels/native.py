@@ -1,4 +1,5 @@
-"""The native CPU kernels (tinytensor/csrc/native.c): LayerNorm, GELU and softmax as one C loop per pass.
+"""The native CPU kernels (tinytensor/csrc/native.c): LayerNorm, GELU and softmax as one C loop per pass; causal
+attention whole (its products too) as one call per direction.
 
 NumPy runs one call per arithmetic step, each a pass over the whole array, so a LayerNorm forward and backward is ~15
 passes and GELU's ~25; the C twins make one or two, over a row that stays in L1 (measured at GPT-2 124M shapes,
@@ -41,7 +42,7 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _NS = {"layer_norm_fwd": 0.26, "layer_norm_bwd": 0.3, "softmax_fwd": 0.5, "softmax_bwd": 0.16, "cross_entropy_rows": 0.5,
        "causal_softmax_fwd": 0.55, "causal_softmax_bwd": 0.2, "gelu_tanh_fwd": 0.42, "gelu_tanh_bwd": 0.62,
        "gelu_erf_fwd": 0.55, "gelu_erf_bwd": 0.15, "adamw": 0.3, "exp": 0.3,
-       "causal_attention_fwd": 0.02, "causal_attention_bwd": 0.04}  # the attention kernels: per score·E
+       "causal_attention_fwd": 0.07, "causal_attention_bwd": 0.11}  # attention: per score x head dim (12-03, Zen 4)
 
 
 def _work(name: str, n: int) -> int:
