@@ -767,7 +767,7 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
     {                                                                                                             \
         int64_t tq = a[6], tk = a[7], e_dim = a[8], ev = a[9], nh = a[10], g = a[23];                             \
         const int64_t *s = a + 11; /* (b, h, t) strides of q, k, v, o */                                          \
-        int64_t lt = tiles(tk, tk + NR(T), NR(T));                                                                \
+        int64_t lt = tiles(tk, tk + NR(T), NR(T)); /* tk rounded up to whole tiles: the buffers' row length */    \
         T *kT = (T *)malloc((size_t)((e_dim + MR) * lt + MR * tk) * sizeof(T));                                   \
         if (!kT) return 1;                                                                                        \
         for (int64_t u = lo; u < hi; u++) {                                                                       \
@@ -786,7 +786,7 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         int64_t tq = a[9], tk = a[10], e_dim = a[11], ev = a[12], nh = a[13], g = a[35], nkv = nh / g;            \
         const int64_t *s = a + 14; /* (b, h, t) strides of dout, q, k, v, dq, dk, dv */                           \
         const uint8_t *keep = ARG(const uint8_t *, 5);                                                            \
-        int64_t lt = tiles(tk, tk + NR(T), NR(T));                                                                \
+        int64_t lt = tiles(tk, tk + NR(T), NR(T)); /* tk rounded up to whole tiles: the buffers' row length */    \
         T *vT = (T *)malloc((size_t)((ev + MR) * lt + (keep ? 2 : 1) * tq * tk) * sizeof(T));                     \
         if (!vT) return 1;                                                                                        \
         T *dblk = vT + ev * lt, *ds = dblk + MR * lt, *pw = ds + tq * tk;                                         \

@@ -14,9 +14,9 @@ Backward, given dO:
     dQ = s·dS K,   dK = s·dSᵀ Q          (S is bilinear in Q and K)
 Masked scores get P = 0, so dS = 0 there: the mask needs no backward of its own.
 
-Causal attention on NumPy arrays with heads up to native.ATTENTION_MAX_E and at most ATTENTION_MAX_T keys, GQA too,
-runs whole in the C kernel (tinytensor/csrc/native.c, "fused attention"): the same equations, each product summed
-in its own fixed order, one call over every head for the forward and one for the backward.
+Causal attention on NumPy arrays with heads up to native.ATTENTION_MAX_E and ATTENTION_MIN_T to ATTENTION_MAX_T keys
+(GQA too) runs whole in the C kernel (tinytensor/csrc/native.c, "fused attention"): the same equations, each product
+summed in its own fixed order, one call over every head forward and one backward (native.whole_attention_fits).
 
 Fully-masked rows (a query that may attend to nothing): torch's math path gives nan; we define the output row and
 every gradient through it as 0 (the row's weights are all 0), which keeps padding rows from poisoning a batch.
