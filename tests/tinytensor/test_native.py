@@ -336,6 +336,14 @@ def _model_heads(rng, lead: tuple, t: int, e: int, dtype, strided: bool) -> np.n
     return rng.standard_normal((lead[0], t, 3, lead[1], e)).astype(dtype)[:, :, 1].transpose(0, 2, 1, 3)
 
 
+def _poison_heap() -> None:
+    """Free NaN-filled blocks of many sizes, so that the C kernel's scratch (malloc'd per call) likely starts as NaN:
+    a read of scratch the kernel never wrote then shows in its results instead of passing on whatever was there (a
+    float64 row read past its computed columns did, caught only by chance once)."""
+    junk = [np.full(n, np.nan) for n in (2 ** np.arange(7, 16)).tolist() for _ in range(4)]
+    del junk
+
+
 def _torch_causal(q, k, v, scale: float, keep=None, c: float = 1.0, groups: int = 1):
     """torch float64: O = (c·D ⊙ softmax(s·QKᵀ + causal mask)) V, P, and the leaf tensors (for their .grad); with
     groups > 1 each key/value head serves that many query heads (torch's repeat_interleave, as enable_gqa)."""
@@ -369,8 +377,10 @@ def test_whole_attention_kernel_matches_torch(case, dtype, rtol, strided, two_th
     k, v = _model_heads(rng, lead, tk, e, dtype, strided), _model_heads(rng, lead, tk, ev, dtype, strided)
     dout = rng.standard_normal(lead + (tq, ev)).astype(dtype)
     for keep in (None, rng.random(lead + (tq, tk)) > 0.3):
+        _poison_heap()
         out, saved = katt.attention_forward(q, k, v, is_causal=True, scale=0.3, dropout_keep=keep, dropout_p=0.3)
         assert saved["whole"]
+        _poison_heap()
         dq, dk, dv = katt.attention_backward(dout, saved)
         want, probs, leaves = _torch_causal(q, k, v, 0.3, keep, 1 / 0.7)
         want.backward(torch.tensor(dout, dtype=torch.float64))
@@ -399,9 +409,11 @@ def test_whole_attention_kernel_with_grouped_heads_matches_torch(case, dtype, rt
     k, v = _model_heads(rng, kv_lead, tk, e, dtype, True), _model_heads(rng, kv_lead, tk, e, dtype, True)
     dout = rng.standard_normal(lead + (tq, e)).astype(dtype)
     for keep in (None, rng.random(lead + (tq, tk)) > 0.2):
+        _poison_heap()
         out, saved = katt.attention_forward(q, k, v, is_causal=True, dropout_keep=keep, dropout_p=0.2,
                                             enable_gqa=True)
         assert saved["whole"]
+        _poison_heap()
         dq, dk, dv = katt.attention_backward(dout, saved)
         want, probs, leaves = _torch_causal(q, k, v, 1 / np.sqrt(e), keep, 1 / 0.8, lead[-1] // hkv)
         want.backward(torch.tensor(dout, dtype=torch.float64))

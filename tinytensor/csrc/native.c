@@ -659,7 +659,8 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
             }                                                                                                     \
         }                                                                                                         \
         for (int64_t r = 0; r < mr; r++) {                                                                        \
-            _Pragma("omp simd") for (int j = 0; j < NR(T); j++) c[r * ldc + j] = add ? c[r * ldc + j] + acc[r][j] : acc[r][j]; \
+            _Pragma("omp simd") for (int j = 0; j < NR(T); j++)                                                   \
+                c[r * ldc + j] = add ? c[r * ldc + j] + acc[r][j] : acc[r][j];                                    \
         }                                                                                                         \
     }                                                                                                             \
     /* the last nr < NR columns of a tile row by row, each element the same FMA chain as in tile */               \
@@ -706,7 +707,8 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         keys_transposed_##SUF(k, kt, kT, tq, lt, e_dim);                                                          \
         for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
             int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
-            gemm_##SUF(sblk, lt, q + i0 * qt, qt, 1, kT, lt, mr, tiles(nk, lt, NR(T)), e_dim, 0); /* S = Q Kᵀ, unscaled */ \
+            int64_t nc = tiles(span(nk, tk), lt, NR(T)); /* every column a row of the block reads */              \
+            gemm_##SUF(sblk, lt, q + i0 * qt, qt, 1, kT, lt, mr, nc, e_dim, 0); /* S = Q Kᵀ, unscaled */          \
             for (int64_t r = 0; r < mr; r++) {                                                                    \
                 int64_t n = i0 + r + 1;                                                                           \
                 T *pr = p + (i0 + r) * tk;                                                                        \
@@ -730,7 +732,8 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         keys_transposed_##SUF(v, vt, vT, tq, lt, ev);                                                             \
         for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
             int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
-            gemm_##SUF(dblk, lt, dout + i0 * dot, dot, 1, vT, lt, mr, tiles(nk, lt, NR(T)), ev, 0); /* dP̃ = dO Vᵀ */ \
+            int64_t nc = tiles(span(nk, tk), lt, NR(T)); /* every column a row of the block reads */              \
+            gemm_##SUF(dblk, lt, dout + i0 * dot, dot, 1, vT, lt, mr, nc, ev, 0); /* dP̃ = dO Vᵀ */               \
             for (int64_t r = 0; r < mr; r++) {                                                                    \
                 int64_t i = i0 + r, n = i + 1, nv = span(n, tk);                                                  \
                 const T *pr = p + i * tk;                                                                         \
@@ -753,8 +756,9 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         const T *w = keep ? pw : p;                                                                               \
         for (int64_t j0 = 0; j0 < tq; j0 += MR) { /* keys j0.. are seen by the queries i ≥ j0 */                  \
             int64_t mr = tq - j0 < MR ? tq - j0 : MR, m = tq - j0;                                                \
-            gemm_##SUF(dk + j0 * dkt, dkt, ds + j0 * tk + j0, 1, tk, q + j0 * qt, qt, mr, e_dim, m, add); /* dK += dSᵀ Q */ \
-            gemm_##SUF(dv + j0 * dvt, dvt, w + j0 * tk + j0, 1, tk, dout + j0 * dot, dot, mr, ev, m, add); /* dV += P̃ᵀ dO */ \
+            /* dK += dSᵀ Q and dV += P̃ᵀ dO: the left operands are columns of dS and P̃ (row stride 1, k stride tk) */ \
+            gemm_##SUF(dk + j0 * dkt, dkt, ds + j0 * tk + j0, 1, tk, q + j0 * qt, qt, mr, e_dim, m, add);         \
+            gemm_##SUF(dv + j0 * dvt, dvt, w + j0 * tk + j0, 1, tk, dout + j0 * dot, dot, mr, ev, m, add);        \
         }                                                                                                         \
         for (int64_t j = add ? tk : tq; j < tk; j++) { /* keys after the last query get no gradient */            \
             for (int64_t e = 0; e < e_dim; e++) dk[j * dkt + e] = 0;                                              \
