@@ -624,11 +624,11 @@ RANGE_CALLS(double, f64)
  *               dq_i = Σ_j dS_ij k_j,  dk_j = Σ_{i≥j} dS_ij q_i,  dv_j = Σ_{i≥j} c·D_ij P_ij do_i
  * in one call over every head instead of six batched BLAS products and two softmax passes. Why: at small heads
  * (the shakespeare-char recipe's T 64, E 32) NumPy runs one small GEMM per head, on strided operands, at 32-82
- * GFLOP/s with ~2.5 µs of overhead per call (benchmarks/NOTES.md, eighth stop). Here each product is a sum of rows
- * scaled by scalars, over a row that stays in L1 (K and V are transposed once per head, so that the rows of S and
- * dP are such sums too), and the masked half is never computed. The operands are read in place at any row strides
- * (the model's heads are views of its (b, t, h, hd) projections). Heads are independent and each one is summed in
- * a fixed order: the bits do not depend on the threads. */
+ * GFLOP/s with ~2.5 µs of overhead per call (benchmarks/NOTES.md, eighth stop). Here each product runs in register
+ * tiles of MR x NR (tile), its operands in L1 (K and V transposed once per key head, so that S and dP are products
+ * with row-major operands too), and the masked half is never computed. The operands are read in place at any row
+ * strides (the model's heads are views of its (b, t, h, hd) projections). Heads are independent and each one is
+ * summed in a fixed order: the bits do not depend on the threads. */
 /* operand i of head (b, h) and its row stride, from the (b, h, t) strides of stride triple j */
 #define AT_(T, i, j, h) ARG(T *, i) + b * s[3 * (j)] + (h) * s[3 * (j) + 1], s[3 * (j) + 2]
 #define MR 6                      /* the tiles' rows */
@@ -698,13 +698,12 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         for (int64_t e = 0; e < e_dim; e++)                                                                       \
             for (int64_t j = nk; j < lt; j++) xT[e * lt + j] = 0;                                                 \
     }                                                                                                             \
-    /* one head's forward: P (tq, tk) contiguous, rows of o at stride ot; kT (e_dim, lt), sblk (MR, lt), wblk (MR, tk) \
-     * scratch. Queries in blocks of MR rows: block i0 needs the keys j < i0 + mr */                              \
+    /* one head's forward: P (tq, tk) contiguous, rows of o at stride ot; kT (e_dim, lt) its key head's transpose, \
+     * sblk (MR, lt) and wblk (MR, tk) scratch. Queries in blocks of MR rows: block i0 needs the keys j < i0 + mr */ \
     INLINE void attn_fwd_head_##SUF(const T *q, int64_t qt, const T *k, int64_t kt, const T *v, int64_t vt, T *o, \
                                     int64_t ot, T *p, const uint8_t *keep, int64_t tq, int64_t tk, int64_t e_dim, \
                                     int64_t ev, T sc, T c, T *kT, T *sblk, T *wblk, int64_t lt)                   \
     {                                                                                                             \
-        keys_transposed_##SUF(k, kt, kT, tq, lt, e_dim);                                                          \
         for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
             int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
             int64_t nc = tiles(span(nk, tk), lt, NR(T)); /* every column a row of the block reads */              \
@@ -723,13 +722,13 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         }                                                                                                         \
     }                                                                                                             \
     /* one head's backward from dO (rows at stride dot) and the saved P: dq, dk, dv rows at their strides (dk, dv \
-     * added to with add: the heads of a GQA group); vT (ev, lt), ds and pw (tq, tk), dblk (MR, lt) scratch */    \
+     * added to with add: the heads of a GQA group); vT (ev, lt) its key head's V transposed; ds and pw (tq, tk), \
+     * dblk (MR, lt) scratch */                                                                                   \
     INLINE void attn_bwd_head_##SUF(const T *dout, int64_t dot, const T *q, int64_t qt, const T *k, int64_t kt,   \
                                     const T *v, int64_t vt, const T *p, const uint8_t *keep, T *dq, int64_t dqt,  \
                                     T *dk, int64_t dkt, T *dv, int64_t dvt, int64_t tq, int64_t tk, int64_t e_dim, \
                                     int64_t ev, T sc, T c, int add, T *vT, T *ds, T *pw, T *dblk, int64_t lt)     \
     {                                                                                                             \
-        keys_transposed_##SUF(v, vt, vT, tq, lt, ev);                                                             \
         for (int64_t i0 = 0; i0 < tq; i0 += MR) {                                                                 \
             int64_t mr = tq - i0 < MR ? tq - i0 : MR, nk = i0 + mr;                                               \
             int64_t nc = tiles(span(nk, tk), lt, NR(T)); /* every column a row of the block reads */              \
@@ -771,11 +770,15 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
     {                                                                                                             \
         int64_t tq = a[6], tk = a[7], e_dim = a[8], ev = a[9], nh = a[10], g = a[23];                             \
         const int64_t *s = a + 11; /* (b, h, t) strides of q, k, v, o */                                          \
-        int64_t lt = tiles(tk, tk + NR(T), NR(T)); /* tk rounded up to whole tiles: the buffers' row length */    \
+        int64_t lt = (tk + NR(T) - 1) / NR(T) * NR(T), done = -1; /* tk in whole tiles: the buffers' row length */ \
         T *kT = (T *)malloc((size_t)((e_dim + MR) * lt + MR * tk) * sizeof(T));                                   \
         if (!kT) return 1;                                                                                        \
         for (int64_t u = lo; u < hi; u++) {                                                                       \
             int64_t b = u / nh, h = u % nh, hk = h / g;                                                           \
+            if (b * nh + hk != done) { /* a new key head: its K transposed (a GQA group's heads share it) */      \
+                keys_transposed_##SUF(ARG(const T *, 1) + b * s[3] + hk * s[4], s[5], kT, tq, lt, e_dim);         \
+                done = b * nh + hk;                                                                               \
+            }                                                                                                     \
             const uint8_t *keep = ARG(const uint8_t *, 5);                                                        \
             attn_fwd_head_##SUF(AT_(T, 0, 0, h), AT_(T, 1, 1, hk), AT_(T, 2, 2, hk), AT_(T, 3, 3, h),             \
                                 ARG(T *, 4) + u * tq * tk, keep ? keep + u * tq * tk : keep, tq, tk, e_dim, ev, (T)d[0], \
@@ -790,12 +793,13 @@ INLINE int64_t tiles(int64_t n, int64_t lim, int64_t nr)
         int64_t tq = a[9], tk = a[10], e_dim = a[11], ev = a[12], nh = a[13], g = a[35], nkv = nh / g;            \
         const int64_t *s = a + 14; /* (b, h, t) strides of dout, q, k, v, dq, dk, dv */                           \
         const uint8_t *keep = ARG(const uint8_t *, 5);                                                            \
-        int64_t lt = tiles(tk, tk + NR(T), NR(T)); /* tk rounded up to whole tiles: the buffers' row length */    \
+        int64_t lt = (tk + NR(T) - 1) / NR(T) * NR(T); /* tk in whole tiles: the buffers' row length */           \
         T *vT = (T *)malloc((size_t)((ev + MR) * lt + (keep ? 2 : 1) * tq * tk) * sizeof(T));                     \
         if (!vT) return 1;                                                                                        \
         T *dblk = vT + ev * lt, *ds = dblk + MR * lt, *pw = ds + tq * tk;                                         \
         for (int64_t u = lo; u < hi; u++) {                                                                       \
             int64_t b = u / nkv, hk = u % nkv;                                                                    \
+            keys_transposed_##SUF(ARG(const T *, 3) + b * s[9] + hk * s[10], s[11], vT, tq, lt, ev); /* once per group */ \
             for (int64_t r = 0; r < g; r++) {                                                                     \
                 int64_t h = hk * g + r, uq = b * nh + h;                                                          \
                 attn_bwd_head_##SUF(AT_(T, 0, 0, h), AT_(T, 1, 1, h), AT_(T, 2, 2, hk), AT_(T, 3, 3, hk),         \
